@@ -1,0 +1,50 @@
+# Two commands for a fresh machine: `make quickstart` and `make test`.
+# Both create .venv and install in the order that works on these machines:
+#   1. torch + torchvision (the CUDA build; the same venv serves GPU nodes)
+#   2. every other dependency of pyproject.toml except deepspeed
+#   3. deepspeed with --no-build-isolation (its build imports torch)
+#   4. fdsl itself, editable (nothing left to resolve)
+# A stamp file makes a second run reuse the venv; pip's cache makes a re-install fast.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fdsl-installed
+TORCH := torch==2.14.1 torchvision==0.29.1
+export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
+
+.PHONY: install quickstart test lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@echo "== fdsl install: creating $(VENV) (reused if it exists)"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "== [1/4] torch"
+	$(BIN)/pip install --quiet $(TORCH)
+	@echo "== [2/4] dependencies (all of pyproject.toml but deepspeed)"
+	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] if not d.startswith(("deepspeed", "torch"))))' > $(VENV)/requirements-base.txt
+	$(BIN)/pip install --quiet setuptools wheel -r $(VENV)/requirements-base.txt
+	@echo "== [3/4] deepspeed (--no-build-isolation)"
+	$(BIN)/pip install --quiet --no-build-isolation "deepspeed>=0.15"
+	@echo "== [4/4] fdsl (editable)"
+	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e ".[dev]"
+	$(BIN)/python -c "import fdsl, ray, torch, deepspeed, timm, numba; print('installed fdsl', fdsl.__version__, 'ray', ray.__version__, 'torch', torch.__version__)"
+	touch $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/fdsl quickstart --out runs/quickstart
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+bench: $(STAMP)
+	NUMBA_NUM_THREADS=1 $(BIN)/python benchmarks/generators.py
+
+clean:
+	rm -rf $(VENV) .cache runs .pytest_cache

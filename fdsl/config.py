@@ -1,0 +1,161 @@
+"""Typed, validated dataclass configs and `--set key=value` overrides.
+
+Every config is a dataclass whose fields carry a one-line docstring (the string literal right
+after the field, as in torchtitan). `validate()` raises `ValueError("<field>: got <x>, expected
+<range>")` for a user's mistake. Nothing here imports numpy, Ray or torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import functools
+import inspect
+import textwrap
+import types
+import typing
+from typing import Any
+
+
+class Config:
+    """Mixin for config dataclasses: validation helpers, field docs, dict round trip."""
+
+    def validate(self) -> None:
+        """Check every field; subclasses extend this and call `super().validate()`."""
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Config):
+                value.validate()
+
+    # -- validation helpers -------------------------------------------------------------------
+    def _check_range(self, name: str, lo: float | None = None, hi: float | None = None) -> None:
+        value = getattr(self, name)
+        if (lo is not None and value < lo) or (hi is not None and value > hi):
+            lo_s = "-inf" if lo is None else lo
+            hi_s = "inf" if hi is None else hi
+            raise ValueError(f"{name}: got {value!r}, expected a value in [{lo_s}, {hi_s}]")
+
+    def _check_choice(self, name: str, choices: typing.Iterable[Any]) -> None:
+        value = getattr(self, name)
+        choices = list(choices)
+        if value not in choices:
+            raise ValueError(f"{name}: got {value!r}, expected one of {choices}")
+
+    def _check_order(self, low: str, high: str) -> None:
+        lo, hi = getattr(self, low), getattr(self, high)
+        if lo > hi:
+            raise ValueError(f"{low}: got {lo!r}, expected a value <= {high} ({hi!r})")
+
+    # -- serialisation ------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]):
+        """Build from a dict (e.g. a manifest); unknown keys are an error."""
+        hints = typing.get_type_hints(cls)
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(
+                f"{unknown[0]}: unknown field of {cls.__name__}, expected one of {sorted(known)}")
+        kwargs = {}
+        for name, value in data.items():
+            sub = hints[name]
+            if isinstance(sub, type) and issubclass(sub, Config) and isinstance(value, dict):
+                value = sub.from_dict(value)
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """The docstring written under each dataclass field of `cls` (and its bases)."""
+    docs: dict[str, str] = {}
+    for klass in reversed(cls.__mro__):
+        if not dataclasses.is_dataclass(klass):
+            continue
+        try:
+            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
+        except (OSError, TypeError):
+            continue
+        body = tree.body[0].body
+        for node, nxt in zip(body, body[1:], strict=False):
+            if (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)
+                    and isinstance(nxt, ast.Expr) and isinstance(nxt.value, ast.Constant)
+                    and isinstance(nxt.value.value, str)):
+                docs[node.target.id] = " ".join(nxt.value.value.split())
+    return docs
+
+
+def _parse_value(key: str, text: str, kind: Any) -> Any:
+    """Convert the text of `--set key=text` to the field's type, or raise ValueError."""
+    if kind is bool:
+        lowered = text.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{key}: got {text!r}, expected a boolean (true/false)")
+    if kind is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{key}: got {text!r}, expected an integer") from None
+    if kind is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ValueError(f"{key}: got {text!r}, expected a number") from None
+    if kind is str:
+        return text
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        choices = typing.get_args(kind)
+        if text not in choices:
+            raise ValueError(f"{key}: got {text!r}, expected one of {list(choices)}")
+        return text
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(kind) if a is not type(None)]
+        if text.lower() in ("none", "null") and len(args) < len(typing.get_args(kind)):
+            return None
+        return _parse_value(key, text, args[0])
+    raise ValueError(f"{key}: cannot be set from the command line (type {kind})")
+
+
+def _leaf_paths(cfg: Config, prefix: str = "") -> dict[str, tuple[Config, str]]:
+    """Map every dotted field path of a nested config to (owning config, field name)."""
+    out: dict[str, tuple[Config, str]] = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        path = prefix + f.name
+        if isinstance(value, Config):
+            out.update(_leaf_paths(value, path + "."))
+        else:
+            out[path] = (cfg, f.name)
+    return out
+
+
+def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
+    """Apply `key=value` strings to a (nested) config in place, with type checking.
+
+    A key is a dotted path (`data.num_classes`) or a bare field name that is unique in the
+    config (`num_classes`). The result is validated.
+    """
+    paths = _leaf_paths(cfg)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"--set: got {item!r}, expected key=value")
+        key, text = (s.strip() for s in item.split("=", 1))
+        if key in paths:
+            owner, name = paths[key]
+        else:
+            matches = [p for p in paths if p.rsplit(".", 1)[-1] == key]
+            if len(matches) != 1:
+                hint = f"one of {sorted(paths)}" if not matches else f"a full path: {matches}"
+                raise ValueError(f"{key}: unknown or ambiguous config field, expected {hint}")
+            owner, name = paths[matches[0]]
+        kind = typing.get_type_hints(type(owner))[name]
+        setattr(owner, name, _parse_value(key, text, kind))
+    cfg.validate()
+    return cfg

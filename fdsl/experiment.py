@@ -1,0 +1,41 @@
+"""The top-level experiment config that presets return and the CLI overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from fdsl.config import Config
+from fdsl.generators import generator_class
+from fdsl.generators.fractaldb import FractalDBConfig
+from fdsl.platform.synthesis_config import SynthesisConfig
+
+
+@dataclasses.dataclass
+class Experiment(Config):
+    """A named experiment: which formula generator and its full config."""
+
+    name: str = "custom"
+    """Preset name this experiment came from (informational)."""
+    generator: str = "fractaldb"
+    """Registered generator that renders the data set."""
+    data: Config = dataclasses.field(default_factory=FractalDBConfig)
+    """The generator's config (its class depends on `generator`)."""
+    synthesis: SynthesisConfig = dataclasses.field(default_factory=SynthesisConfig)
+    """How the data set is written to shards (`fdsl generate`) and read or streamed by training."""
+
+    def validate(self) -> None:
+        expected = generator_class(self.generator).config_cls
+        if not isinstance(self.data, expected):
+            raise ValueError(f"data: got {type(self.data).__name__}, expected {expected.__name__} "
+                             f"for generator {self.generator!r}")
+        super().validate()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        data = dict(data)
+        generator = data.get("generator", "fractaldb")
+        data["data"] = generator_class(generator).config_cls.from_dict(data.get("data", {}))
+        if isinstance(data.get("synthesis"), dict):
+            data["synthesis"] = SynthesisConfig.from_dict(data["synthesis"])
+        return cls(**data)

@@ -1,0 +1,322 @@
+"""2-D iterated function systems: sampling, chaos-game orbits and rasterisation (numba).
+
+A system is an array `maps` of shape (N, 6) holding the affine maps (a, b, c, d, e, f):
+    x' = a x + b y + e,    y' = c x + d y + f,
+chosen with probabilities `probs` (N,), by default proportional to |det [[a, b], [c, d]]|.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+
+import numba
+import numpy as np
+
+from fdsl.generators.rng import derive_seed, next_u64, next_uniform, uniforms
+
+_DIVERGED_DROP = 100  # points dropped before the first non-finite one (FractalDB's rule)
+_S32 = np.uint64(32)
+_U511 = np.uint64(511)
+
+
+def det_probs(maps: np.ndarray) -> np.ndarray:
+    """Map probabilities proportional to |det| of each linear part (uniform if all are 0)."""
+    det = np.abs(maps[:, 0] * maps[:, 3] - maps[:, 1] * maps[:, 2])
+    total = det.sum()
+    if not np.isfinite(total) or total <= 0.0:
+        return np.full(len(maps), 1.0 / len(maps))
+    return det / total
+
+
+@numba.njit(cache=True)
+def _cumulative(probs):
+    cum = np.cumsum(probs)
+    cum[len(cum) - 1] = 2.0  # u < 1 always selects a map, whatever the rounding of the sum
+    return cum
+
+
+@numba.njit(cache=True)
+def _chaos(maps, cum, start, stop, state, x, y, xs, ys):
+    """Continue a chaos-game orbit from (x, y) and RNG `state`, writing points start..stop-1.
+
+    Returns (end, state, x, y); end < stop when point `end` was not finite (a diverging orbit).
+    """
+    n_maps = maps.shape[0]
+    for i in range(start, stop):
+        state, u = next_uniform(state)
+        k = 0
+        for j in range(n_maps - 1):  # branch-free choice: the map is random, a branch mispredicts
+            k += u >= cum[j]
+        nx = maps[k, 0] * x + maps[k, 1] * y + maps[k, 4]
+        ny = maps[k, 2] * x + maps[k, 3] * y + maps[k, 5]
+        if not (abs(nx) < 1e150 and abs(ny) < 1e150):  # also false for NaN
+            return i, state, x, y
+        xs[i] = nx
+        ys[i] = ny
+        x = nx
+        y = ny
+    return stop, state, x, y
+
+
+@numba.njit(cache=True)
+def orbit(maps, probs, num_points, seed, xs, ys):
+    """Chaos game from (0, 0): fills xs[:n], ys[:n] and returns n.
+
+    A diverging orbit is cut at its first non-finite point, minus the 100 points before it.
+    """
+    end, _, _, _ = _chaos(maps, _cumulative(probs), 0, num_points, np.uint64(seed), 0.0, 0.0, xs, ys)
+    return end if end == num_points else max(0, end - _DIVERGED_DROP)
+
+
+@numba.njit(cache=True)
+def _bounds(xs, ys, n):
+    xmin = np.inf
+    xmax = -np.inf
+    ymin = np.inf
+    ymax = -np.inf
+    for i in range(n):
+        if xs[i] < xmin:
+            xmin = xs[i]
+        if xs[i] > xmax:
+            xmax = xs[i]
+        if ys[i] < ymin:
+            ymin = ys[i]
+        if ys[i] > ymax:
+            ymax = ys[i]
+    return xmin, xmax, ymin, ymax
+
+
+@numba.njit(cache=True)
+def _pixel_scale(xs, ys, n, size, pad):
+    """Offsets and scales that map the orbit's bounding box into [pad, size - 1 - pad]."""
+    xmin, xmax, ymin, ymax = _bounds(xs, ys, n)
+    span = size - 1 - 2 * pad
+    sx = span / (xmax - xmin) if xmax > xmin else 0.0
+    sy = span / (ymax - ymin) if ymax > ymin else 0.0
+    return xmin, ymin, sx, sy
+
+
+@numba.njit(cache=True)
+def _raster(xs, ys, n, size, pad, patch, palette, seed):
+    """Kernel of `rasterize` for a fixed channel count (numba specialises on palette's shape)."""
+    channels = palette.shape[1]
+    n_colors = palette.shape[0]
+    # One pixel of border on each side, so that a tile never needs a bounds check.
+    big = np.zeros((size + 2, size + 2, channels), np.uint8)
+    if n == 0:
+        return big
+    xmin, ymin, sx, sy = _pixel_scale(xs, ys, n, size, pad)
+    state = np.uint64(seed)
+    color = 0
+    for i in range(n):
+        col = int((xs[i] - xmin) * sx) + pad + 1
+        row = size - (int((ys[i] - ymin) * sy) + pad)
+        pick = color
+        color = color + 1 if color + 1 < n_colors else 0
+        if not patch:
+            for ch in range(channels):
+                big[row, col, ch] = palette[pick, ch]
+            continue
+        state, z = next_u64(state)
+        mask = np.int64(1 + ((z >> _S32) * _U511 >> _S32))  # uniform in 1..511
+        for dr in range(3):
+            for dc in range(3):
+                on = (mask >> (8 - 3 * dr - dc)) & 1
+                for ch in range(channels):
+                    big[row - 1 + dr, col - 1 + dc, ch] = palette[pick, ch] * on
+    return big
+
+
+@numba.njit(cache=True)
+def _raster_gray(xs, ys, n, size, pad, patch, value, seed):
+    """One-channel specialisation of `_raster` (the hot path of FractalDB: 2-D indexing)."""
+    big = np.zeros((size + 2, size + 2), np.uint8)
+    if n == 0:
+        return big
+    xmin, ymin, sx, sy = _pixel_scale(xs, ys, n, size, pad)
+    state = np.uint64(seed)
+    for i in range(n):
+        col = int((xs[i] - xmin) * sx) + pad + 1
+        row = size - (int((ys[i] - ymin) * sy) + pad)
+        if not patch:
+            big[row, col] = value
+            continue
+        state, z = next_u64(state)
+        mask = np.int64(1 + ((z >> _S32) * _U511 >> _S32))  # uniform in 1..511
+        for dr in range(3):
+            for dc in range(3):
+                big[row - 1 + dr, col - 1 + dc] = value * ((mask >> (8 - 3 * dr - dc)) & 1)
+    return big
+
+
+def rasterize(xs, ys, n, size, pad, patch, palette, seed) -> np.ndarray:
+    """Draw n orbit points into a (size, size) or (size, size, 3) uint8 canvas, y axis up.
+
+    `palette` (K, C) gives point i the colour palette[i % K]; a (1, 1) palette draws one gray
+    level into a 2-D image. With `patch`, each point pastes a 3x3 tile centred on it whose cells
+    are the colour or black by a random 9-bit mask (1..511), as FractalDB's patch mode does;
+    otherwise the point sets one pixel.
+    """
+    if palette.shape == (1, 1):
+        big = _raster_gray(xs, ys, n, size, pad, patch, np.int64(palette[0, 0]), seed)
+    else:
+        big = _raster(xs, ys, n, size, pad, patch, palette, seed)
+    return big[1:size + 1, 1:size + 1].copy()
+
+
+@numba.njit(cache=True)
+def _count_pixels(xs, ys, n, size, pad, seen, stamp):
+    """Distinct pixels of a size x size canvas hit when each point sets one pixel.
+
+    `seen` (size * size uint8) marks a pixel with `stamp` when hit: a caller that counts many
+    times passes a new stamp each time instead of clearing the buffer.
+    """
+    if n == 0:
+        return 0
+    xmin, ymin, sx, sy = _pixel_scale(xs, ys, n, size, pad)
+    count = 0
+    for i in range(n):
+        at = (int((ys[i] - ymin) * sy) + pad) * size + int((xs[i] - xmin) * sx) + pad
+        count += seen[at] != stamp  # branch-free: whether a pixel is new is random
+        seen[at] = stamp
+    return count
+
+
+@numba.njit(cache=True)
+def _next_stamp(seen, stamp):
+    """The next stamp for `_count_pixels`; clears `seen` when the uint8 stamps wrap around."""
+    if stamp == 255:
+        seen[:] = 0
+        return 1
+    return stamp + 1
+
+
+@numba.njit(cache=True)
+def fill_fraction(xs, ys, n, size, pad):
+    """Fraction of a size x size canvas covered when each point sets one pixel."""
+    return _count_pixels(xs, ys, n, size, pad, np.zeros(size * size, np.uint8), 1) / (size * size)
+
+
+@numba.njit(cache=True)
+def _search_uniform(seed, n_min, n_max, param_range, fill_rate, num_points, size, pad, max_tries):
+    """FractalDB's category search: draw systems until one fills at least `fill_rate`.
+
+    Exact test, staged for speed: the pixels covered by an orbit are at most the sum of those
+    covered by its f equal segments, which (the orbit being stationary) is about f times those of
+    its first segment. So a system whose first 1/8, then first 1/4, scaled by 8 and 4, cannot reach
+    the rate is dropped early (two thirds of all candidates); survivors get the full test.
+    """
+    xs = np.empty(num_points, np.float64)
+    ys = np.empty(num_points, np.float64)
+    target = fill_rate * size * size
+    seen = np.zeros(size * size, np.uint8)  # 256 KiB for 512 px: stays in L2, unlike int32
+    stamp = 0
+    state = np.uint64(seed)
+    for attempt in range(max_tries):
+        state, u = next_uniform(state)
+        n_maps = n_min + int(u * (n_max - n_min + 1))
+        maps = np.empty((n_maps, 6), np.float64)
+        for m in range(n_maps):
+            for j in range(6):
+                state, u = next_uniform(state)
+                maps[m, j] = (2.0 * u - 1.0) * param_range
+        det = np.abs(maps[:, 0] * maps[:, 3] - maps[:, 1] * maps[:, 2])
+        if det.sum() <= 0.0:
+            continue
+        state, orbit_state = next_u64(state)
+        cum = _cumulative(det / det.sum())
+        done, x, y = 0, 0.0, 0.0
+        for factor in (8, 4, 1):
+            stop = num_points // factor
+            end, orbit_state, x, y = _chaos(maps, cum, done, stop, orbit_state, x, y, xs, ys)
+            if end < stop:  # diverged: the full orbit stops here too, test what is left exactly
+                stamp = _next_stamp(seen, stamp)
+                count = _count_pixels(xs, ys, max(0, end - _DIVERGED_DROP), size, pad, seen, stamp)
+                if count >= target:
+                    return maps, attempt + 1, count / (size * size)
+                break
+            done = stop
+            stamp = _next_stamp(seen, stamp)
+            count = _count_pixels(xs, ys, stop, size, pad, seen, stamp)
+            if count * factor < target:
+                break
+            if factor == 1:
+                return maps, attempt + 1, count / (size * size)
+    return np.empty((0, 6), np.float64), max_tries, 0.0
+
+
+def search_system(seed: int, *, n_min: int, n_max: int, param_range: float, fill_rate: float,
+                  num_points: int, size: int, pad: int, max_tries: int) -> tuple[np.ndarray, float]:
+    """One accepted system (N, 6) by random search with the filling-rate test, and its fill.
+
+    Raises RuntimeError when no system passes in `max_tries` draws (lower `fill_rate`).
+    """
+    maps, tries, fill = _search_uniform(np.uint64(seed), n_min, n_max, float(param_range),
+                                  float(fill_rate), num_points, size, pad, max_tries)
+    if len(maps) == 0:
+        raise RuntimeError(f"fill_rate: no system reached {fill_rate} in {tries} tries; "
+                           "lower fill_rate or raise max_search_tries")
+    return maps, fill
+
+
+def _sample_singular_values(n: int, alpha: float, u: np.ndarray) -> np.ndarray:
+    """Pairs (s1 >= s2) in [0, 1] with sum(s1 + 2 s2) == alpha (Anderson & Farrell, WACV'22)."""
+    s = np.empty((n, 2))
+    p = alpha
+    q = alpha - 3 * n + 3
+    for i in range(n - 1):
+        lo, hi = max(0.0, q / 3), min(1.0, p)
+        s1 = lo + u[2 * i] * (hi - lo)
+        q -= s1
+        p -= s1
+        lo, hi = max(0.0, q / 2), min(s1, p / 2)
+        s2 = lo + u[2 * i + 1] * (hi - lo)
+        q = q - 2 * s2 + 3
+        p -= 2 * s2
+        s[i] = s1, s2
+    lo, hi = max(0.0, (p - 1) / 2), p / 3
+    s2 = lo + u[2 * n - 2] * (hi - lo)
+    s[n - 1] = p - 2 * s2, s2
+    return s
+
+
+def sample_sigma_system(seed: int, *, n_min: int, n_max: int, sigma_lo: float, sigma_hi: float,
+                        param_range: float) -> np.ndarray:
+    """A contractive system whose sigma-factor sum(s1 + 2 s2) is uniform in
+    [(sigma_lo + N) / 2, (sigma_hi + N) / 2]: no rejection loop (Anderson & Farrell)."""
+    u = uniforms(seed, 1 + 1 + 2 * 7 + 2 * 7 + 2 * 7 + 2 * 7)
+    n = n_min + int(u[0] * (n_max - n_min + 1))
+    lo, hi = (sigma_lo + n) / 2, (sigma_hi + n) / 2
+    alpha = min(lo + u[1] * (hi - lo), 3.0 * n - 1e-9)
+    svals = _sample_singular_values(n, alpha, u[2:2 + 2 * n])
+    angles = (2.0 * u[16:16 + 2 * n] - 1.0) * np.pi
+    signs = np.where(u[30:30 + 2 * n] < 0.5, -1.0, 1.0)
+    maps = np.empty((n, 6))
+    for m in range(n):
+        rot_u, rot_v = angles[m], angles[n + m]
+        left = np.array([[np.cos(rot_u), -np.sin(rot_u)], [np.sin(rot_u), np.cos(rot_u)]])
+        right = np.array([[np.cos(rot_v), -np.sin(rot_v)], [np.sin(rot_v), np.cos(rot_v)]])
+        left = left @ np.diag([signs[m], 1.0])
+        right = right @ np.diag([signs[n + m], 1.0])
+        lin = left @ np.diag(svals[m]) @ right.T
+        maps[m, :4] = lin.ravel()
+    maps[:, 4:] = (2.0 * u[44:44 + 2 * n].reshape(n, 2) - 1.0) * param_range
+    return maps
+
+
+@functools.cache
+def hue_palette(period: int = 128, saturation: float = 0.75, value: float = 0.75) -> np.ndarray:
+    """`period` RGB colours around the hue circle (FractalDB's colour mode cycles per point)."""
+    rgb = [colorsys.hsv_to_rgb(k / period, saturation, value) for k in range(period)]
+    return np.asarray(np.round(np.array(rgb) * 255.0), dtype=np.uint8)
+
+
+def render_system(maps: np.ndarray, probs: np.ndarray, seed: int, *, size: int, pad: int,
+                  num_points: int, patch: bool, palette: np.ndarray) -> np.ndarray:
+    """Orbit + rasterise: (size, size) uint8 for a gray palette, else (size, size, 3)."""
+    xs = np.empty(num_points, np.float64)
+    ys = np.empty(num_points, np.float64)
+    n = orbit(maps, probs, num_points, np.uint64(derive_seed(seed, "orbit")), xs, ys)
+    img = rasterize(xs, ys, n, size, pad, patch, palette, np.uint64(derive_seed(seed, "patch")))
+    return img

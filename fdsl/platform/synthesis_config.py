@@ -1,0 +1,59 @@
+"""How a dataset is synthesised and read: shard size, image encoding, batch size, source.
+
+Plain dataclass (no Ray, no torch at import): it is a field of `Experiment` and is overridden with
+`--set synthesis.<field>=<value>` like any other config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+from fdsl.config import Config
+
+ENCODINGS = ("raw", "png")
+"""Encodings of the `image` column (see docs/synthesis.md for the measurement behind "raw")."""
+
+LAYOUT_FIELDS = ("shard_rows", "encoding", "compression_level", "batch_size")
+"""Fields that change the bytes of the shard files (a dataset folder is refused if they differ)."""
+
+
+@dataclasses.dataclass
+class SynthesisConfig(Config):
+    """Synthesis into `shard-NNNNN.parquet` files (Ray Data) and how training reads the images."""
+
+    shard_rows: int = 1024
+    """Images per shard-NNNNN.parquet file (the last one may hold fewer); one Ray task writes one shard."""
+    encoding: Literal["raw", "png"] = "raw"
+    """`image` column: "raw" uint8 pixels in a zstd-compressed column (fastest, smallest) or "png" files."""
+    compression_level: int = 3
+    """zstd level (1-22) of the Parquet columns for "raw"; zlib level (0-9) of each PNG for "png"."""
+    batch_size: int = 256
+    """Rows per call of the render adapter: one Parquet row group, and one batch when streaming."""
+    source: Literal["parquet", "stream"] = "parquet"
+    """Training input: "parquet" reads `dataset_dir`; "stream" renders on the fly with Ray Data (no disk)."""
+    dataset_dir: str = ""
+    """Folder written by `fdsl generate` that training reads when source is "parquet"."""
+    num_cpus_per_task: float = 1.0
+    """CPUs each render task reserves in Ray (renderers are single-threaded)."""
+    task_resource: str = ""
+    """Custom Ray resource (e.g. "synth" on a cluster's CPU pool) render tasks need; empty: any node."""
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_range("shard_rows", 1, 10_000_000)
+        self._check_choice("encoding", ENCODINGS)
+        if self.encoding == "raw":
+            self._check_range("compression_level", 1, 22)
+        else:
+            self._check_range("compression_level", 0, 9)
+        self._check_range("batch_size", 1, 1_000_000)
+        self._check_choice("source", ["parquet", "stream"])
+        self._check_range("num_cpus_per_task", 0.01, 1024)
+        if self.task_resource and not self.task_resource.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"task_resource: got {self.task_resource!r}, expected a Ray resource name "
+                             "(letters, digits, '_' or '-')")
+
+    def layout(self) -> dict:
+        """The fields that determine the shard files' bytes."""
+        return {name: getattr(self, name) for name in LAYOUT_FIELDS}

@@ -1,0 +1,76 @@
+"""The config layer: field docs, validation messages, --set overrides, dict round trip."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from fdsl.config import apply_overrides, field_docs
+from fdsl.experiment import Experiment
+from fdsl.generators import generator_class, generator_names
+from fdsl.presets import get_preset, preset_names
+
+
+@pytest.mark.parametrize("name", generator_names())
+def test_every_generator_field_has_a_docstring(name):
+    cls = generator_class(name).config_cls
+    docs = field_docs(cls)
+    missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
+    assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
+
+
+def test_experiment_fields_have_docstrings():
+    docs = field_docs(Experiment)
+    assert all(docs.get(f.name) for f in dataclasses.fields(Experiment))
+
+
+def test_override_types_are_checked():
+    exp = get_preset("debug-fractaldb", ["data.num_classes=5", "seed=3", "draw_mode=point"])
+    assert (exp.data.num_classes, exp.data.seed, exp.data.draw_mode) == (5, 3, "point")
+    with pytest.raises(ValueError, match=r"^num_classes: got '2\.5', expected an integer"):
+        get_preset("debug-fractaldb", ["num_classes=2.5"])
+    with pytest.raises(ValueError, match=r"^fill_rate: got 'lots', expected a number"):
+        get_preset("debug-fractaldb", ["fill_rate=lots"])
+    with pytest.raises(ValueError, match=r"^draw_mode: got 'blob', expected one of"):
+        get_preset("debug-fractaldb", ["draw_mode=blob"])
+    with pytest.raises(ValueError, match=r"^nonsense: unknown"):
+        get_preset("debug-fractaldb", ["nonsense=1"])
+    with pytest.raises(ValueError, match=r"expected key=value"):
+        get_preset("debug-fractaldb", ["num_classes"])
+
+
+def test_out_of_range_names_field_and_range():
+    with pytest.raises(ValueError, match=r"^num_classes: got 0, expected a value in \[1, "):
+        get_preset("debug-fractaldb", ["num_classes=0"])
+    with pytest.raises(ValueError, match=r"^num_maps_min: got 5, expected a value <= num_maps_max"):
+        get_preset("debug-fractaldb", ["num_maps_min=5", "num_maps_max=3"])
+    with pytest.raises(ValueError, match=r"^delta: got 2\.0"):
+        get_preset("debug-onepfrac", ["delta=2"])
+
+
+def test_unknown_preset_lists_known_ones():
+    with pytest.raises(ValueError, match=r"^preset: got 'nope', expected one of \[.*debug-fractaldb"):
+        get_preset("nope")
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_validates_and_round_trips(name):
+    exp = get_preset(name)
+    exp.validate()
+    again = Experiment.from_dict(exp.to_dict())
+    assert again == exp
+    assert exp.data.num_classes >= 1
+
+
+def test_from_dict_rejects_unknown_fields():
+    data = get_preset("debug-fractaldb").to_dict()
+    data["data"]["bogus"] = 1
+    with pytest.raises(ValueError, match="bogus"):
+        Experiment.from_dict(data)
+
+
+def test_apply_overrides_validates_result():
+    exp = get_preset("debug-fractaldb")
+    with pytest.raises(ValueError, match="^pad"):
+        apply_overrides(exp, ["image_size=16", "pad=10"])

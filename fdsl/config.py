@@ -123,14 +123,14 @@ def _parse_value(key: str, text: str, kind: Any) -> Any:
     raise ValueError(f"{key}: cannot be set from the command line (type {kind})")
 
 
-def _leaf_paths(cfg: Config, prefix: str = "") -> dict[str, tuple[Config, str]]:
+def leaf_paths(cfg: Config, prefix: str = "") -> dict[str, tuple[Config, str]]:
     """Map every dotted field path of a nested config to (owning config, field name)."""
     out: dict[str, tuple[Config, str]] = {}
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
         path = prefix + f.name
         if isinstance(value, Config):
-            out.update(_leaf_paths(value, path + "."))
+            out.update(leaf_paths(value, path + "."))
         else:
             out[path] = (cfg, f.name)
     return out
@@ -142,7 +142,7 @@ def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
     A key is a dotted path (`data.num_classes`) or a bare field name that is unique in the
     config (`num_classes`). The result is validated.
     """
-    paths = _leaf_paths(cfg)
+    paths = leaf_paths(cfg)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set: got {item!r}, expected key=value")

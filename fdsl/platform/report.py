@@ -1,0 +1,202 @@
+"""Sweep reports people read: report.md, a self-contained report.html, trials.csv and plots.
+
+    fdsl report runs/sweeps/debug
+
+Input is what every trial of `fdsl sweep` leaves in `DIR/trials/<trial>/trial.json`:
+    {"trial": name, "status": "done" | "stopped" | "error", "params": {field: value},
+     "metrics": {"finetune_top1": ..., "pretrain_loss": ...},
+     "curves": {"pretrain_loss": [[step, value], ...], "finetune_top1": [[epoch, value], ...]},
+     "dataset": {"fingerprint": ..., "dir": ..., "cache_hit": bool}, "preview": "preview.png"}
+and `DIR/sweep.json` (the sweep config). Nothing is recomputed: a report of a finished sweep takes
+about a second.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import json
+import os
+from pathlib import Path
+
+TRIALS = "trials"
+TRIAL_FILE = "trial.json"
+SWEEP_FILE = "sweep.json"
+
+
+def collect_trials(sweep_dir: str | os.PathLike) -> list[dict]:
+    """Every trial record of a sweep folder, in trial-name order."""
+    root = Path(sweep_dir) / TRIALS
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root} not found: {sweep_dir} is not a folder made by `fdsl sweep`")
+    records = []
+    for path in sorted(root.glob(f"*/{TRIAL_FILE}")):
+        record = json.loads(path.read_text())
+        record["_dir"] = str(path.parent)
+        records.append(record)
+    return records
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _ranked(trials: list[dict], metric: str, mode: str) -> list[dict]:
+    scored = [t for t in trials if isinstance(t.get("metrics", {}).get(metric), (int, float))]
+    rest = [t for t in trials if t not in scored]
+    scored.sort(key=lambda t: t["metrics"][metric], reverse=(mode == "max"))
+    return scored + rest
+
+
+def write_csv(path: Path, trials: list[dict], params: list[str], metrics: list[str]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["trial", "status", *params, *metrics, "dataset"])
+        for t in trials:
+            writer.writerow([t["trial"], t.get("status", ""), *[t["params"].get(p, "") for p in params],
+                             *[t.get("metrics", {}).get(m, "") for m in metrics],
+                             t.get("dataset", {}).get("fingerprint", "")])
+    os.replace(tmp, path)
+
+
+def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dict[str, Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    made: dict[str, Path] = {}
+    scored = [t for t in trials if isinstance(t.get("metrics", {}).get(metric), (int, float))]
+    if params and scored:
+        fig, axes = plt.subplots(1, len(params), figsize=(4 * len(params), 3.2), squeeze=False)
+        for ax, param in zip(axes[0], params, strict=True):
+            xs = [t["params"].get(param) for t in scored]
+            ys = [t["metrics"][metric] for t in scored]
+            if all(isinstance(x, (int, float)) for x in xs):
+                ax.scatter(xs, ys)
+                if len({x for x in xs}) > 1 and min(xs) > 0 and max(xs) / min(xs) > 50:
+                    ax.set_xscale("log")
+            else:
+                labels = sorted({str(x) for x in xs})
+                ax.scatter([labels.index(str(x)) for x in xs], ys)
+                ax.set_xticks(range(len(labels)), labels)
+            ax.set_xlabel(param)
+            ax.set_ylabel(metric)
+            ax.grid(alpha=0.3)
+        fig.suptitle(f"{metric} vs each swept parameter")
+        fig.tight_layout()
+        made["metric_vs_params"] = out / "metric_vs_params.png"
+        fig.savefig(made["metric_vs_params"], dpi=90)
+        plt.close(fig)
+    curves = sorted({name for t in trials for name in t.get("curves", {})})
+    if curves:
+        fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.4), squeeze=False)
+        for ax, name in zip(axes[0], curves, strict=True):
+            for t in trials:
+                points = t.get("curves", {}).get(name)
+                if points:
+                    ax.plot([p[0] for p in points], [p[1] for p in points], label=t["trial"], alpha=0.8)
+            ax.set_title(name)
+            ax.set_xlabel("epoch" if name.startswith("finetune") else "step")
+            ax.grid(alpha=0.3)
+        if len(trials) <= 12:
+            axes[0][-1].legend(fontsize=6)
+        fig.tight_layout()
+        made["learning_curves"] = out / "learning_curves.png"
+        fig.savefig(made["learning_curves"], dpi=90)
+        plt.close(fig)
+    return made
+
+
+def _data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
+    """Write report.md, report.html, trials.csv and plots/ into the sweep folder; returns the paths."""
+    root = Path(sweep_dir)
+    trials = collect_trials(root)
+    sweep = json.loads((root / SWEEP_FILE).read_text()) if (root / SWEEP_FILE).is_file() else {}
+    metric, mode = sweep.get("metric", "finetune_top1"), sweep.get("mode", "max")
+    params = sorted({p for t in trials for p in t.get("params", {})})
+    metrics = sorted({m for t in trials for m in t.get("metrics", {})}, key=lambda m: (m != metric, m))
+    ranked = _ranked(trials, metric, mode)
+    best = ranked[0] if ranked and metric in ranked[0].get("metrics", {}) else None
+
+    paths = {"csv": root / "trials.csv", "md": root / "report.md", "html": root / "report.html"}
+    write_csv(paths["csv"], ranked, params, metrics)
+    plots = _plots(root / "plots", trials, params, metric)
+    thumbs = {t["trial"]: Path(t["_dir"]) / t["preview"] for t in trials
+              if t.get("preview") and (Path(t["_dir"]) / t["preview"]).is_file()}
+
+    title = f"Sweep report: {sweep.get('name', root.name)}"
+    summary = (f"{len(trials)} trials ({sum(t.get('status') == 'done' for t in trials)} finished, "
+               f"{sum(t.get('status') == 'stopped' for t in trials)} stopped early by the scheduler, "
+               f"{sum(t.get('status') == 'error' for t in trials)} failed); metric `{metric}` ({mode}); "
+               f"base preset `{sweep.get('base', '?')}`, search `{sweep.get('search', '?')}`, "
+               f"scheduler `{sweep.get('scheduler', '?')}`.")
+    header = ["trial", "status", *params, *metrics]
+    rows = [[t["trial"], t.get("status", ""), *[_fmt(t["params"].get(p, "")) for p in params],
+             *[_fmt(t.get("metrics", {}).get(m, "")) for m in metrics]] for t in ranked]
+
+    md = [f"# {title}", "", summary, ""]
+    if best:
+        md += ["## Best trial", "", f"`{best['trial']}`: {metric} = {_fmt(best['metrics'][metric])}", ""]
+        md += [f"- `{k}` = `{v}`" for k, v in sorted(best["params"].items())] + [""]
+    md += ["## All trials (best first)", "", "| " + " | ".join(header) + " |",
+           "|" + "---|" * len(header)]
+    md += ["| " + " | ".join(r) + " |" for r in rows] + [""]
+    for key, label in (("metric_vs_params", "Metric vs each swept parameter"),
+                       ("learning_curves", "Learning curves")):
+        if key in plots:
+            md += [f"## {label}", "", f"![{label}](plots/{plots[key].name})", ""]
+    if thumbs:
+        md += ["## Data sets (preview of each trial's data)", ""]
+        md += [f"- `{name}`: ![{name}]({os.path.relpath(p, root)})" for name, p in thumbs.items()]
+    _atomic_text(paths["md"], "\n".join(md) + "\n")
+
+    esc = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
+             "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+             "tr.best{background:#e6ffe6}img.plot{max-width:100%}figure{display:inline-block;margin:6px}"
+             "figcaption{font-size:12px;text-align:center}</style></head><body>",
+             f"<h1>{esc(title)}</h1><p>{esc(summary.replace('`', ''))}</p>"]
+    if best:
+        items = "".join(f"<li><code>{esc(k)}</code> = <code>{esc(str(v))}</code></li>"
+                        for k, v in sorted(best["params"].items()))
+        parts.append(f"<h2>Best trial</h2><p><code>{esc(best['trial'])}</code>: {esc(metric)} = "
+                     f"{esc(_fmt(best['metrics'][metric]))}</p><ul>{items}</ul>")
+    parts.append("<h2>All trials (best first)</h2><table><tr>"
+                 + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
+    for i, r in enumerate(rows):
+        cls = " class='best'" if best and i == 0 else ""
+        parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
+    parts.append("</table>")
+    for key, label in (("metric_vs_params", "Metric vs each swept parameter"),
+                       ("learning_curves", "Learning curves")):
+        if key in plots:
+            parts.append(f"<h2>{label}</h2><img class='plot' id='{key}' alt='{label}' "
+                         f"src='{_data_uri(plots[key])}'>")
+    if thumbs:
+        parts.append("<h2>Data sets</h2>")
+        parts += [f"<figure><img class='thumb' width='240' alt='{esc(n)}' src='{_data_uri(p)}'>"
+                  f"<figcaption>{esc(n)}</figcaption></figure>" for n, p in thumbs.items()]
+    # counts the images the browser decoded: a headless browser test reads it back from the DOM
+    parts.append("<script>window.addEventListener('load',()=>{const ok=[...document.images]"
+                 ".filter(i=>i.complete&&i.naturalWidth>0).length;"
+                 "document.body.dataset.imagesLoaded=ok;});</script></body></html>")
+    _atomic_text(paths["html"], "\n".join(parts))
+    paths.update({f"plot_{k}": v for k, v in plots.items()})
+    return paths
+
+
+def _atomic_text(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,76 @@
+"""Sweep reports from trial records: CSV rows, markdown, self-contained HTML rendered in Chromium."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fdsl.platform.report import collect_trials, write_report
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def make_sweep(root, n=4):
+    (root / "sweep.json").write_text(json.dumps({"name": "t", "base": "debug-vit", "metric": "finetune_top1",
+                                                 "mode": "max", "search": "grid", "scheduler": "asha"}))
+    for k in range(n):
+        d = root / "trials" / f"trial_{k:03d}"
+        d.mkdir(parents=True)
+        Image.fromarray(np.full((32, 32), 40 * k, np.uint8)).save(d / "preview.png")
+        record = {"trial": d.name, "status": "done" if k != 2 else "stopped",
+                  "params": {"data.num_classes": 4 * (k + 1), "pretrain.lr": 10.0 ** -(k + 2)},
+                  "metrics": {"finetune_top1": 0.5 + 0.1 * k, "pretrain_loss": 2.0 - 0.2 * k},
+                  "curves": {"pretrain_loss": [[s, 2.5 - 0.01 * s * k] for s in range(10)],
+                             "finetune_top1": [[e, 0.3 + 0.05 * e] for e in range(4)]},
+                  "dataset": {"fingerprint": f"fp{k % 2}"}, "preview": "preview.png"}
+        (d / "trial.json").write_text(json.dumps(record))
+
+
+def test_report_files(tmp_path):
+    make_sweep(tmp_path)
+    start = time.perf_counter()
+    paths = write_report(tmp_path)
+    assert time.perf_counter() - start < 30  # no recomputation; generous for a loaded machine
+    with open(paths["csv"]) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 4 and rows[0]["trial"] == "trial_003"  # best first
+    assert {"data.num_classes", "pretrain.lr", "finetune_top1", "pretrain_loss"} <= set(rows[0])
+    md = paths["md"].read_text()
+    assert "## Best trial" in md and "`trial_003`" in md and "plots/metric_vs_params.png" in md
+    html = paths["html"].read_text()
+    assert html.count("data:image/png;base64,") == 2 + 4  # two plots, four thumbnails
+    assert "src='plots/" not in html  # self-contained
+    assert paths["plot_metric_vs_params"].stat().st_size > 1000
+    assert len(collect_trials(tmp_path)) == 4
+
+
+def test_report_of_missing_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a folder made by `fdsl sweep`"):
+        write_report(tmp_path / "nothing")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
+def test_html_renders_its_plots_in_chromium(tmp_path):
+    make_sweep(tmp_path)
+    paths = write_report(tmp_path)
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    url = paths["html"].resolve().as_uri()
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", url], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    loaded = re.search(r'data-images-loaded="(\d+)"', dom.stdout)
+    assert loaded and int(loaded.group(1)) == 6, dom.stdout[:500]
+    shot = tmp_path / "shot.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,1600", url],
+                   capture_output=True, timeout=120, check=True)
+    pixels = np.asarray(Image.open(shot).convert("L"))
+    assert pixels.std() > 10  # a page with tables and plots, not a blank one

@@ -8,6 +8,7 @@ from typing import Any
 from fdsl.config import Config
 from fdsl.generators import generator_class
 from fdsl.generators.fractaldb import FractalDBConfig
+from fdsl.platform.pretrain_config import PretrainConfig
 from fdsl.platform.synthesis_config import SynthesisConfig
 
 
@@ -23,6 +24,8 @@ class Experiment(Config):
     """The generator's config (its class depends on `generator`)."""
     synthesis: SynthesisConfig = dataclasses.field(default_factory=SynthesisConfig)
     """How the data set is written to shards (`fdsl generate`) and read or streamed by training."""
+    pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
+    """Supervised pre-training on the data set (`fdsl pretrain`): model, recipe, DeepSpeed, workers."""
 
     def validate(self) -> None:
         expected = generator_class(self.generator).config_cls
@@ -38,4 +41,6 @@ class Experiment(Config):
         data["data"] = generator_class(generator).config_cls.from_dict(data.get("data", {}))
         if isinstance(data.get("synthesis"), dict):
             data["synthesis"] = SynthesisConfig.from_dict(data["synthesis"])
+        if isinstance(data.get("pretrain"), dict):
+            data["pretrain"] = PretrainConfig.from_dict(data["pretrain"])
         return cls(**data)

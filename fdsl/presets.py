@@ -11,8 +11,12 @@ from collections.abc import Callable, Iterable
 
 from fdsl.config import apply_overrides
 from fdsl.experiment import Experiment
+from fdsl.generators.exfractaldb import ExFractalDBConfig
 from fdsl.generators.fractaldb import FractalDBConfig
 from fdsl.generators.onepfrac import OnePFracConfig
+from fdsl.generators.rcdb import RCDBConfig
+from fdsl.generators.visualatom import VisualAtomConfig
+from fdsl.platform.pretrain_config import PretrainConfig
 
 _PRESETS: dict[str, Callable[[], Experiment]] = {}
 
@@ -100,3 +104,146 @@ def debug_ofdb() -> Experiment:
 def debug_onepfrac() -> Experiment:
     """1p-frac at debug size: 8 classes x 8 instances, 64px."""
     return Experiment(generator="onepfrac", data=OnePFracConfig(**_DEBUG_RENDER))
+
+
+# --- contour and 3-D families (RCDB, VisualAtom, ExFractalDB) -----------------------------------
+_DEBUG_SMALL = dict(num_classes=8, num_instances=8, image_size=128)
+
+
+@preset("rcdb-1k")
+def rcdb_1k() -> Experiment:
+    """RCDB-1k (Kataoka et al. CVPR'22): 1,000 categories x 1,000 instances, 512px gray contours."""
+    return Experiment(generator="rcdb", data=RCDBConfig(num_classes=1000, num_instances=1000))
+
+
+@preset("rcdb-21k")
+def rcdb_21k() -> Experiment:
+    """RCDB-21k (Kataoka et al. CVPR'22): 21,000 categories x 1,000 instances, 512px."""
+    return Experiment(generator="rcdb", data=RCDBConfig(num_classes=21_000, num_instances=1000))
+
+
+@preset("visualatom-1k")
+def visualatom_1k() -> Experiment:
+    """VisualAtom-1k (Takashima et al. CVPR'23): 1,000 categories x 1,000 instances, 512px."""
+    return Experiment(generator="visualatom", data=VisualAtomConfig(num_classes=1000, num_instances=1000))
+
+
+@preset("visualatom-21k")
+def visualatom_21k() -> Experiment:
+    """VisualAtom-21k (Takashima et al. CVPR'23): 21,000 categories x 1,000 instances, 512px."""
+    return Experiment(generator="visualatom",
+                      data=VisualAtomConfig(num_classes=21_000, num_instances=1000))
+
+
+@preset("exfractaldb-1k")
+def exfractaldb_1k() -> Experiment:
+    """ExFractalDB-1k (Kataoka et al. CVPR'22): 1,000 3-D categories x 1,000 views, 224px."""
+    return Experiment(generator="exfractaldb",
+                      data=ExFractalDBConfig(num_classes=1000, num_instances=1000))
+
+
+@preset("exfractaldb-21k")
+def exfractaldb_21k() -> Experiment:
+    """ExFractalDB-21k (Kataoka et al. CVPR'22): 21,000 3-D categories x 1,000 views, 224px."""
+    return Experiment(generator="exfractaldb",
+                      data=ExFractalDBConfig(num_classes=21_000, num_instances=1000))
+
+
+@preset("debug-rcdb")
+def debug_rcdb() -> Experiment:
+    """RCDB at debug size: 8 classes x 8 instances, 128px."""
+    return Experiment(generator="rcdb", data=RCDBConfig(**_DEBUG_SMALL))
+
+
+@preset("debug-visualatom")
+def debug_visualatom() -> Experiment:
+    """VisualAtom at debug size: 8 classes x 8 instances, 128px."""
+    return Experiment(generator="visualatom", data=VisualAtomConfig(**_DEBUG_SMALL))
+
+
+@preset("debug-exfractaldb")
+def debug_exfractaldb() -> Experiment:
+    """ExFractalDB at debug size: 8 classes x 8 instances, 128px."""
+    return Experiment(generator="exfractaldb", data=ExFractalDBConfig(**_DEBUG_SMALL))
+
+
+# --- pre-training: ViTs on the formula sets (`fdsl pretrain PRESET --data DIR|stream --out RUN`) -----
+# The DeiT recipe of the FDSL ViT papers (see docs/pretrain.md): AdamW, cosine with warm-up,
+# RandAugment m9-mstd0.5, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, random erasing 0.25,
+# repeated augmentation, no horizontal flip. The data part of each preset is the data set's own
+# preset, so `fdsl generate fractaldb-1k` makes exactly the folder `vit-tiny-fractaldb-1k` reads.
+_VIT = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224"}
+
+
+def _recipe_1k(size: str) -> PretrainConfig:
+    """1k-class sets: batch 256, 300 epochs, 224px, on one node of 8 GPUs."""
+    return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=256,
+                          epochs=300, lr=1e-3, warmup_epochs=5, weight_decay=0.05, precision="bf16",
+                          zero_stage=1, num_workers=8, use_gpu=True, cpus_per_worker=4,
+                          checkpoint_every=2000)
+
+
+def _recipe_21k(size: str) -> PretrainConfig:
+    """21k-class sets: batch 8,192 (8 GPUs x 256 x 4 accumulation), 90 epochs, 224px."""
+    return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=8192,
+                          grad_accum_steps=4, epochs=90, lr=1e-3, warmup_epochs=5, weight_decay=0.05,
+                          precision="bf16", zero_stage=1, num_workers=8, use_gpu=True, cpus_per_worker=4,
+                          checkpoint_every=1000)
+
+
+def _pretrain(data: Callable[[], Experiment], recipe: PretrainConfig) -> Experiment:
+    experiment = data()
+    experiment.pretrain = recipe
+    return experiment
+
+
+@preset("vit-tiny-fractaldb-1k")
+def vit_tiny_fractaldb_1k() -> Experiment:
+    """ViT-Tiny/16 on FractalDB-1k, DeiT recipe (Nakashima et al. AAAI'22): batch 256, 300 epochs."""
+    return _pretrain(fractaldb_1k, _recipe_1k("tiny"))
+
+
+@preset("vit-small-fractaldb-1k")
+def vit_small_fractaldb_1k() -> Experiment:
+    """ViT-Small/16 on FractalDB-1k, DeiT recipe: batch 256, 300 epochs, 224px."""
+    return _pretrain(fractaldb_1k, _recipe_1k("small"))
+
+
+@preset("vit-base-fractaldb-1k")
+def vit_base_fractaldb_1k() -> Experiment:
+    """ViT-Base/16 on FractalDB-1k, DeiT recipe: batch 256, 300 epochs, 224px."""
+    return _pretrain(fractaldb_1k, _recipe_1k("base"))
+
+
+@preset("vit-tiny-visualatom-1k")
+def vit_tiny_visualatom_1k() -> Experiment:
+    """ViT-Tiny/16 on VisualAtom-1k (Takashima et al. CVPR'23): batch 256, 300 epochs."""
+    return _pretrain(visualatom_1k, _recipe_1k("tiny"))
+
+
+@preset("vit-base-exfractaldb-21k")
+def vit_base_exfractaldb_21k() -> Experiment:
+    """ViT-Base/16 on ExFractalDB-21k (Kataoka et al. CVPR'22): batch 8,192, 90 epochs, 224px."""
+    return _pretrain(exfractaldb_21k, _recipe_21k("base"))
+
+
+@preset("vit-base-rcdb-21k")
+def vit_base_rcdb_21k() -> Experiment:
+    """ViT-Base/16 on RCDB-21k (Kataoka et al. CVPR'22): batch 8,192, 90 epochs, 224px."""
+    return _pretrain(rcdb_21k, _recipe_21k("base"))
+
+
+@preset("vit-base-visualatom-21k")
+def vit_base_visualatom_21k() -> Experiment:
+    """ViT-Base/16 on VisualAtom-21k (Takashima et al. CVPR'23): batch 8,192, 90 epochs, 224px."""
+    return _pretrain(visualatom_21k, _recipe_21k("base"))
+
+
+@preset("debug-vit")
+def debug_vit() -> Experiment:
+    """Tiny ViT (timm test_vit) on debug FractalDB, 32px, 40 steps, 2 CPU workers: about a minute."""
+    return _pretrain(debug_fractaldb, PretrainConfig(
+        model="test_vit", img_size=32, patch_size=4, drop_path_rate=0.0, global_batch_size=32,
+        max_steps=40, lr=2e-3, min_lr=1e-4, warmup_epochs=2, precision="fp32", zero_stage=1,
+        num_workers=2, cpus_per_worker=0.5, augment_cpus=0.5, augment_batch_size=64,
+        checkpoint_every=20, report_every=5, repeated_aug=1))

@@ -25,7 +25,7 @@ def test_preview_writes_a_png(tmp_path):
 def test_presets_and_show():
     res = run_fdsl("presets")
     assert res.returncode == 0 and "fractaldb-1k" in res.stdout and "debug-onepfrac" in res.stdout
-    res = run_fdsl("show", "ofdb-1k", "--set", "seed=4")
+    res = run_fdsl("show", "ofdb-1k", "--set", "data.seed=4")
     assert res.returncode == 0 and '"seed": 4' in res.stdout and '"num_instances": 1' in res.stdout
 
 

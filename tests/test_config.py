@@ -26,7 +26,7 @@ def test_experiment_fields_have_docstrings():
 
 
 def test_override_types_are_checked():
-    exp = get_preset("debug-fractaldb", ["data.num_classes=5", "seed=3", "draw_mode=point"])
+    exp = get_preset("debug-fractaldb", ["data.num_classes=5", "data.seed=3", "draw_mode=point"])
     assert (exp.data.num_classes, exp.data.seed, exp.data.draw_mode) == (5, 3, "point")
     with pytest.raises(ValueError, match=r"^num_classes: got '2\.5', expected an integer"):
         get_preset("debug-fractaldb", ["num_classes=2.5"])

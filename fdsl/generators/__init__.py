@@ -54,8 +54,11 @@ def build_generator(name: str, config: Config) -> Generator:
 
 
 # Registration happens on import of each module.
+from fdsl.generators import exfractaldb as _exfractaldb  # noqa: E402,F401
 from fdsl.generators import fractaldb as _fractaldb  # noqa: E402,F401
 from fdsl.generators import onepfrac as _onepfrac  # noqa: E402,F401
+from fdsl.generators import rcdb as _rcdb  # noqa: E402,F401
+from fdsl.generators import visualatom as _visualatom  # noqa: E402,F401
 
 __all__ = ["Generator", "build_generator", "generator_class", "generator_names", "get_generator",
            "make_config", "register"]

@@ -97,6 +97,7 @@ def test_cifar10_and_cifar100(tmp_path):
     write_cifar(c10, [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"], b"labels", 10)
     data = load_target(f"cifar10:{c10}")
     assert data.train_images.shape == (50, 32, 32, 3) and data.val_images.shape == (10, 32, 32, 3)
+    # fdsl-security: allow-pickle: reads back the batch this test wrote a moment ago
     raw = pickle.loads((c10 / "data_batch_1").read_bytes())[b"data"][0]
     assert np.array_equal(data.train_images[0][..., 0].ravel(), raw[:1024])  # channel-first rows
     c100 = tmp_path / "c100"

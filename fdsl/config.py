@@ -25,7 +25,10 @@ class Config:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, Config):
-                value.validate()
+                try:
+                    value.validate()
+                except ValueError as err:  # name the section: "pretrain.lr: got ..."
+                    raise ValueError(f"{f.name}.{err}") from None
 
     # -- validation helpers -------------------------------------------------------------------
     def _check_range(self, name: str, lo: float | None = None, hi: float | None = None) -> None:

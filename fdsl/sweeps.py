@@ -153,3 +153,55 @@ def get_sweep(name: str, overrides: Iterable[str] = ()) -> SweepConfig:
     if name not in _SWEEPS:
         raise ValueError(f"sweep: got {name!r}, expected one of {sweep_names()} (see `fdsl sweeps`)")
     return apply_overrides(_SWEEPS[name](), overrides)
+
+
+# --- the shipped sweeps -----------------------------------------------------------------------------
+_DEBUG_TRIAL = ["pretrain.max_steps=16", "pretrain.checkpoint_every=1000", "finetune.epochs=3",
+                "finetune.samples_per_class=30", "data.num_instances=8"]
+"""Shrinks a debug-finetune trial (data set, pre-training, fine-tuning) to about a minute here."""
+
+
+@sweep("debug-variety")
+def debug_variety() -> SweepConfig:
+    """4 trials on 2 CPUs: FractalDB class count x filling rate, tiny ViT, fine-tuned on digits, ASHA."""
+    return SweepConfig(base="debug-finetune", overrides=list(_DEBUG_TRIAL),
+                       space={"data.num_classes": {"grid": [4, 8]}, "data.fill_rate": {"grid": [0.1, 0.2]}},
+                       search="grid", scheduler="asha", grace_period=2)
+
+
+@sweep("fractaldb-variety")
+def fractaldb_variety() -> SweepConfig:
+    """FractalDB variety (Kataoka et al.): classes, instances, filling rate, maps, parameter range; TPE."""
+    return SweepConfig(
+        base="vit-tiny-fractaldb-1k",
+        space={"data.num_classes": {"choice": [100, 300, 1000]},
+               "data.num_instances": {"choice": [100, 300, 1000]},
+               "data.fill_rate": {"uniform": [0.05, 0.25]},
+               "data.num_maps_max": {"randint": [3, 9]},
+               "data.param_range": {"uniform": [0.6, 1.0]},
+               "data.sampling": {"choice": ["search", "sigma"]}},
+        search="optuna", scheduler="asha", num_samples=32, grace_period=5)
+
+
+@sweep("visualatom-variety")
+def visualatom_variety() -> SweepConfig:
+    """VisualAtom variety (Takashima et al.): wave frequencies, vertices, orbits, radius; TPE."""
+    return SweepConfig(
+        base="vit-tiny-visualatom-1k",
+        space={"data.wave1_max": {"randint": [4, 21]}, "data.wave2_max": {"randint": [4, 21]},
+               "data.vertex_max": {"choice": [400, 700, 1000]},
+               "data.num_lines_max": {"choice": [50, 100, 200]},
+               "data.perlin_max": {"uniform": [1.0, 4.0]},
+               "data.radius_max": {"choice": [30, 60]}},
+        search="optuna", scheduler="asha", num_samples=32, grace_period=5)
+
+
+@sweep("finetune-grid")
+def finetune_grid() -> SweepConfig:
+    """Fine-tuning settings on one data set: lr x weight decay x share of the target data (grid)."""
+    return SweepConfig(
+        base="vit-tiny-fractaldb-1k",
+        space={"finetune.lr": {"grid": [0.003, 0.01, 0.03]},
+               "finetune.weight_decay": {"grid": [1e-4, 5e-4]},
+               "finetune.train_fraction": {"grid": [0.1, 1.0]}},
+        search="grid", scheduler="fifo")

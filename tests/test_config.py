@@ -41,11 +41,11 @@ def test_override_types_are_checked():
 
 
 def test_out_of_range_names_field_and_range():
-    with pytest.raises(ValueError, match=r"^num_classes: got 0, expected a value in \[1, "):
+    with pytest.raises(ValueError, match=r"^data\.num_classes: got 0, expected a value in \[1, "):
         get_preset("debug-fractaldb", ["num_classes=0"])
-    with pytest.raises(ValueError, match=r"^num_maps_min: got 5, expected a value <= num_maps_max"):
+    with pytest.raises(ValueError, match=r"^data\.num_maps_min: got 5, expected a value <= num_maps_max"):
         get_preset("debug-fractaldb", ["num_maps_min=5", "num_maps_max=3"])
-    with pytest.raises(ValueError, match=r"^delta: got 2\.0"):
+    with pytest.raises(ValueError, match=r"^data\.delta: got 2\.0"):
         get_preset("debug-onepfrac", ["delta=2"])
 
 
@@ -72,5 +72,5 @@ def test_from_dict_rejects_unknown_fields():
 
 def test_apply_overrides_validates_result():
     exp = get_preset("debug-fractaldb")
-    with pytest.raises(ValueError, match="^pad"):
+    with pytest.raises(ValueError, match=r"^data\.pad"):
         apply_overrides(exp, ["image_size=16", "pad=10"])

@@ -117,7 +117,7 @@ def test_inverted_ranges_are_rejected(name, low, high):
 
 
 def test_preset_overrides_are_validated():
-    with pytest.raises(ValueError, match="^perlin_max: got"):
+    with pytest.raises(ValueError, match=r"^data\.perlin_max: got"):
         get_preset("rcdb-1k", ["perlin_max=500"])
     assert get_preset("visualatom-1k", ["wave1_max=10"]).data.wave1_max == 10
 

@@ -1,0 +1,223 @@
+"""manifest.json (written last) and _progress.jsonl (written while shards land); verification.
+
+A dataset folder is in one of three states:
+    empty / absent     nothing written yet
+    partial            _progress.jsonl: a header line (config) then one JSON line per finished shard
+    complete           manifest.json: full config, generator, versions, per-shard rows and sha256,
+                       totals and content_sha256 (then _progress.jsonl is removed)
+Both files start with the config, so a folder made from another config is refused in either state.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from fdsl import __version__
+from fdsl.platform.shards import SHARD_GLOB, TMP_GLOB, combine_content, file_sha256, shard_name
+
+MANIFEST = "manifest.json"
+PROGRESS = "_progress.jsonl"
+FORMAT = "fdsl-dataset/1"
+
+
+def identity(experiment) -> dict:
+    """What determines a dataset's bytes: generator (name, version, config) and the shard layout."""
+    from fdsl.generators import generator_class
+
+    return {"generator": experiment.generator,
+            "generator_version": generator_class(experiment.generator).version,
+            "data": experiment.data.to_dict(),
+            "layout": experiment.synthesis.layout()}
+
+
+def fingerprint(ident: dict) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def identity_diff(have: dict, want: dict) -> str:
+    """'data.num_points: 5000 in the folder, 20000 requested; ...' (first few differences)."""
+    a, b = _flatten(have), _flatten(want)
+    keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+    parts = [f"{k.replace('layout.', 'synthesis.')}: {a.get(k)!r} in the folder, {b.get(k)!r} requested"
+             for k in keys[:3]]
+    return "; ".join(parts) + ("; ..." if len(keys) > 3 else "")
+
+
+# --- reading and writing the two files -----------------------------------------------------------
+def atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def load_manifest(directory: str | os.PathLike) -> dict:
+    """The manifest of a complete dataset folder, or FileNotFoundError/ValueError saying what to do."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"dataset folder {directory} does not exist (make one with `fdsl generate`)")
+    path = directory / MANIFEST
+    if not path.is_file():
+        hint = ("it is incomplete: run the same `fdsl generate` again to finish it"
+                if (directory / PROGRESS).is_file() else "it is not a dataset made by `fdsl generate`")
+        raise FileNotFoundError(f"{path} not found: {hint}")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); re-run `fdsl generate` to rewrite it") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    return manifest
+
+
+def load_progress(directory: Path) -> tuple[dict | None, dict[int, dict]]:
+    """(header, {shard: entry}) of a partial folder; a torn last line (a crash) is ignored."""
+    path = directory / PROGRESS
+    if not path.is_file():
+        return None, {}
+    header, entries = None, {}
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if header is None:
+            header = record
+        elif isinstance(record, dict) and "shard" in record:
+            entries[int(record["shard"])] = record
+    return header, entries
+
+
+class Progress:
+    """Append-only journal of finished shards, so a crashed run resumes without re-rendering them."""
+
+    def __init__(self, directory: Path, header: dict, entries: dict[int, dict]):
+        self.path = directory / PROGRESS
+        lines = [json.dumps(header)] + [json.dumps(entries[k]) for k in sorted(entries)]
+        atomic_write_text(self.path, "\n".join(lines) + "\n")
+        self._file = open(self.path, "a")  # noqa: SIM115 - closed in close()
+
+    def add(self, entry: dict) -> None:
+        self._file.write(json.dumps(entry) + "\n")
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def build_manifest(experiment, ident: dict, entries: list[dict]) -> dict:
+    """The manifest of a complete dataset, from the shard entries in shard order."""
+    import pyarrow
+
+    rows = sum(e["rows"] for e in entries)
+    nbytes = sum(e["bytes"] for e in entries)
+    shapes = {tuple(e["image_shape"]) for e in entries}
+    assert len(shapes) == 1, f"shards disagree on the image shape: {shapes}"
+    return {
+        "format": FORMAT,
+        "fingerprint": fingerprint(ident),
+        "identity": ident,
+        "experiment": experiment.to_dict(),
+        "generator": {"name": experiment.generator, "version": ident["generator_version"]},
+        "versions": {"fdsl": __version__, "pyarrow": pyarrow.__version__},
+        "encoding": experiment.synthesis.encoding,
+        "image_shape": list(shapes.pop()),
+        "num_classes": experiment.data.num_classes,
+        "num_instances": experiment.data.num_instances,
+        "shard_rows": experiment.synthesis.shard_rows,
+        "num_shards": len(entries),
+        "num_rows": rows,
+        "num_bytes": nbytes,
+        "bytes_per_image": round(nbytes / max(rows, 1), 1),
+        "content_sha256": combine_content([e["content_sha256"] for e in entries]),
+        "shards": [{k: e[k] for k in ("file", "rows", "first_row", "bytes", "sha256", "content_sha256")}
+                   for e in entries],
+    }
+
+
+# --- verification -----------------------------------------------------------------------------
+def check_shard(directory: Path, entry: dict, full: bool = True) -> str | None:
+    """None if the shard file matches its entry, else why not ("missing", "size ...", "sha256 ...")."""
+    path = directory / entry["file"]
+    if not path.is_file():
+        return "missing"
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return f"size {size} bytes, expected {entry['bytes']}"
+    if full and file_sha256(path) != entry["sha256"]:
+        return "sha256 mismatch (corrupted)"
+    return None
+
+
+def check_shards(directory: Path, entries: list[dict], full: bool = True) -> dict[str, str]:
+    """{file: problem} for every bad shard (sha256 in parallel threads: hashlib releases the GIL)."""
+    workers = min(8, (os.cpu_count() or 1) + 1)
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        results = pool.map(lambda e: check_shard(directory, e, full), entries)
+        return {e["file"]: r for e, r in zip(entries, results, strict=True) if r is not None}
+
+
+@dataclasses.dataclass
+class Verification:
+    """Outcome of `verify_dataset`: which shards are bad and why."""
+
+    directory: str
+    complete: bool
+    """True when manifest.json exists (else the folder is a partial run)."""
+    num_shards: int
+    bad: dict[str, str]
+    """{shard file: problem}; empty when every shard matches."""
+    manifest: dict | None
+
+    @property
+    def ok(self) -> bool:
+        return self.complete and not self.bad
+
+
+def verify_dataset(directory: str | os.PathLike, full: bool = True) -> Verification:
+    """Check every shard of a folder against its manifest (or, if partial, its progress journal)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"dataset folder {directory} does not exist")
+    if not (directory / MANIFEST).is_file():
+        header, entries = load_progress(directory)
+        if header is None:
+            raise FileNotFoundError(f"{directory / MANIFEST} not found: not a data set made by "
+                                    "`fdsl generate`")
+        num_shards = header["num_shards"]
+        bad = check_shards(directory, [entries[k] for k in sorted(entries) if k < num_shards], full)
+        bad.update({shard_name(k): "not written yet (unfinished run)"
+                    for k in range(num_shards) if k not in entries})
+        bad = dict(sorted(bad.items()))
+        return Verification(str(directory), False, num_shards, bad, None)
+    manifest = load_manifest(directory)
+    bad = check_shards(directory, manifest["shards"], full)
+    return Verification(str(directory), True, manifest["num_shards"], bad, manifest)
+
+
+def stray_files(directory: Path) -> list[Path]:
+    """Files of the folder that are neither ours nor hidden temporaries."""
+    ours = {MANIFEST, PROGRESS}
+    return [p for p in directory.iterdir()
+            if p.name not in ours and not p.match(SHARD_GLOB) and not p.match(TMP_GLOB)]

@@ -1,0 +1,279 @@
+"""Distributed synthesis: an experiment -> a folder of shard-NNNNN.parquet files + manifest.json.
+
+    from fdsl.presets import get_preset
+    from fdsl.platform.synthesis import generate
+    result = generate(get_preset("debug-fractaldb"), "runs/data/debug")   # starts a local Ray if needed
+    print(result.summary())
+
+A Ray Data pipeline maps over the shard indices still to do; each task renders one shard with the
+render adapter (`fdsl.platform.shards.render_batch`), encodes it and writes it atomically, so a
+shard's name and bytes never depend on scheduling. The driver journals finished shards in
+_progress.jsonl and writes manifest.json last. Re-running resumes: only missing or corrupt shards
+are rendered; a complete folder is verified and left as it is; another config's folder is refused.
+Ray task retries (Ray Data's default for a dead worker) re-run a shard whose worker was killed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import time
+from pathlib import Path
+
+from fdsl.platform.manifest import (
+    MANIFEST,
+    PROGRESS,
+    Progress,
+    atomic_write_text,
+    build_manifest,
+    check_shards,
+    fingerprint,
+    identity,
+    identity_diff,
+    load_manifest,
+    load_progress,
+)
+from fdsl.platform.shards import TMP_GLOB, plan_of, shard_name, write_shard
+
+LOCK = ".lock"
+
+
+@dataclasses.dataclass
+class SynthesisResult:
+    """What `generate` did: the manifest, which shards it rendered, and how fast."""
+
+    directory: str
+    manifest: dict
+    rendered: list[int]
+    """Shard indices rendered by this run (empty when the folder was already complete)."""
+    seconds: float
+    """Wall time of the whole call (Ray start-up, verification, rendering, manifest)."""
+    render_seconds: float = 0.0
+    """Wall time of the Ray Data pipeline alone (first task submitted to last shard written)."""
+    task_seconds: float = 0.0
+    """Sum of the render tasks' own wall times (rendering, encoding, writing, hashing)."""
+
+    @property
+    def images(self) -> int:
+        rows = {s["file"]: s["rows"] for s in self.manifest["shards"]}
+        return sum(rows[shard_name(k)] for k in self.rendered)
+
+    def summary(self) -> str:
+        m = self.manifest
+        if not self.rendered:
+            return (f"generate: {self.directory} is complete and verified: {m['num_rows']} images in "
+                    f"{m['num_shards']} shards, {m['bytes_per_image']:.0f} bytes/image "
+                    f"({self.seconds:.1f} s)")
+        rate = self.images / max(self.render_seconds, 1e-9)
+        return (f"generate: {self.images} images ({len(self.rendered)} of {m['num_shards']} shards) in "
+                f"{self.render_seconds:.1f} s ({self.seconds:.1f} s in all), {rate:.1f} images/s, "
+                f"{m['bytes_per_image']:.0f} bytes/image -> {self.directory}")
+
+
+def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Join the Ray cluster at `address`, or start a local Ray; True if this call started it.
+
+    Does nothing when Ray is already initialised (e.g. in tests or inside a Ray job's driver).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if address:
+        _check_reachable(address)
+        runtime_env = None
+        if address.startswith("ray://"):  # a Ray Client: ship this package to the cluster's workers
+            import fdsl
+
+            runtime_env = {"py_modules": [fdsl]}
+        try:
+            ray.init(address=address, runtime_env=runtime_env)
+        except ConnectionError as err:
+            raise ValueError(f"address: cannot join a Ray cluster at {address!r} ({err})") from None
+    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
+        ray.init()
+    else:  # "local": a new Ray of our own, even if another one runs on this machine
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast on a host:port nobody listens on (ray.init would keep retrying for minutes)."""
+    import socket
+
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto" and friends: ray.init reports those itself
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout_s).close()
+    except OSError as err:
+        raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({err.strerror or err})") \
+            from None
+
+
+def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
+             num_cpus: int | None = None, log=print) -> SynthesisResult:
+    """Render `experiment` into the folder `out` (created, resumed or verified); see the module doc.
+
+    `num_cpus`: CPUs of the local Ray this call starts, and the cap on concurrent render tasks.
+    Raises ValueError for an unusable `out` (not writable, another config's data set, a foreign
+    folder) and RuntimeError when a render task fails (finished shards are kept for a resume).
+    """
+    start = time.perf_counter()
+    experiment.validate()
+    if num_cpus is not None and num_cpus < 1:
+        raise ValueError(f"num_cpus: got {num_cpus}, expected a value >= 1")
+    out = _prepare_folder(Path(out))
+    ident = identity(experiment)
+    plan = plan_of(experiment)
+    with _folder_lock(out):
+        known, complete = _known_shards(out, ident)
+        bad = check_shards(out, list(known.values()), full=True)
+        good = {k: e for k, e in known.items() if e["file"] not in bad and k < plan.num_shards}
+        todo = [k for k in range(plan.num_shards) if k not in good]
+        if complete and not todo:
+            manifest = load_manifest(out)
+            return _finish(SynthesisResult(str(out), manifest, [], time.perf_counter() - start), log)
+        if todo:
+            connect(address, num_cpus)  # before writing anything: a bad --address leaves no trace
+        for name, problem in sorted(bad.items()):
+            log(f"generate: {name} is bad ({problem}); rendering it again")
+        header = {"fingerprint": fingerprint(ident), "identity": ident, "num_shards": plan.num_shards,
+                  "experiment": experiment.to_dict()}
+        progress = Progress(out, header, good)  # the journal first: then the manifest may go
+        if complete:
+            (out / MANIFEST).unlink()
+        for tmp in out.glob(TMP_GLOB):  # left by killed workers of an earlier run
+            tmp.unlink(missing_ok=True)
+        render_start, task_seconds = time.perf_counter(), 0.0
+        try:
+            if todo:
+                for entry in _render_shards(experiment, out, todo, num_cpus):
+                    previous = known.get(entry["shard"])
+                    if previous and previous["sha256"] != entry["sha256"]:
+                        log(f"generate: warning: {entry['file']} re-rendered with other bytes")
+                    good[entry["shard"]] = entry
+                    task_seconds += entry.get("seconds", 0.0)
+                    progress.add(entry)
+        finally:
+            progress.close()
+        render_seconds = time.perf_counter() - render_start
+        assert sorted(good) == list(range(plan.num_shards)), "a shard is missing after synthesis"
+        manifest = build_manifest(experiment, ident, [good[k] for k in range(plan.num_shards)])
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+        (out / PROGRESS).unlink()
+        for tmp in out.glob(TMP_GLOB):
+            tmp.unlink(missing_ok=True)
+    return _finish(SynthesisResult(str(out), manifest, todo, time.perf_counter() - start, render_seconds,
+                                   task_seconds), log)
+
+
+def _finish(result: SynthesisResult, log) -> SynthesisResult:
+    log(result.summary())
+    return result
+
+
+def _prepare_folder(out: Path) -> Path:
+    """Create `out` and prove it writable, or raise a ValueError that says what is wrong."""
+    out = out.expanduser().absolute()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out: {out} exists and is not a folder; choose a folder path")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-probe-{os.getpid()}.tmp"
+        probe.write_bytes(b"fdsl")
+        probe.unlink()
+    except OSError as err:
+        raise ValueError(f"out: cannot write in {out} ({err.strerror or err}); choose a writable folder") \
+            from None
+    return out
+
+
+@contextlib.contextmanager
+def _folder_lock(out: Path):
+    """One writer per folder: a second `fdsl generate` on the same folder is refused, not mixed in."""
+    import fcntl
+
+    with open(out / LOCK, "a") as f:
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"out: another `fdsl generate` is writing {out}; wait for it to finish") \
+                from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def _known_shards(out: Path, ident: dict) -> tuple[dict[int, dict], bool]:
+    """({shard: entry} already recorded in `out`, complete?), refusing another config's folder."""
+    want = fingerprint(ident)
+    if (out / MANIFEST).is_file():
+        manifest = load_manifest(out)
+        _refuse_other(out, manifest.get("identity", {}), manifest.get("fingerprint"), want, ident)
+        shape = manifest["image_shape"]
+        return {k: {**e, "shard": k, "image_shape": shape} for k, e in enumerate(manifest["shards"])}, True
+    header, entries = load_progress(out)
+    if header is not None:
+        _refuse_other(out, header.get("identity", {}), header.get("fingerprint"), want, ident)
+        return entries, False
+    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    if foreign:
+        raise ValueError(f"out: {out} is not empty and holds no fdsl data set ({foreign[0]}, ...); "
+                         "choose an empty or new folder")
+    return {}, False
+
+
+def _refuse_other(out: Path, have: dict, have_fp: str | None, want_fp: str, want: dict) -> None:
+    if have_fp != want_fp:
+        raise ValueError(f"out: {out} holds a data set made with another config "
+                         f"({identity_diff(have, want) or 'unknown format'}); use another --out "
+                         "or delete the folder")
+
+
+def _write_shards(batch: dict, *, out_dir: str, experiment_dict: dict) -> dict:
+    """Ray Data task body: render and write each shard index of the batch (one, in practice).
+
+    An I/O error (disk full, permissions) comes back as a record, so the driver can name it; Ray Data
+    would wrap a raised one in a generic "UDF failed" error. Other exceptions are bugs and raise.
+    """
+    import numpy as np
+
+    entries = []
+    for k in batch["shard"]:
+        try:
+            entries.append(json.dumps(write_shard(out_dir, int(k), experiment_dict=experiment_dict)))
+        except OSError as err:
+            entries.append(json.dumps({"error": f"{shard_name(int(k))}: {type(err).__name__}: {err}"}))
+    return {"entry": np.array(entries, dtype=object)}
+
+
+def _render_shards(experiment, out: Path, todo: list[int], num_cpus: int | None):
+    """Yield the manifest entry of each shard in `todo` as its Ray task finishes."""
+    import ray
+
+    syn = experiment.synthesis
+    ds = ray.data.from_items([{"shard": k} for k in todo], override_num_blocks=len(todo))
+    cap = None if num_cpus is None else max(1, int(num_cpus / syn.num_cpus_per_task))
+    ds = ds.map_batches(
+        _write_shards, batch_size=1, num_cpus=syn.num_cpus_per_task,
+        compute=ray.data.TaskPoolStrategy(size=cap),
+        resources={syn.task_resource: 0.001} if syn.task_resource else None,
+        fn_kwargs={"out_dir": str(out), "experiment_dict": experiment.to_dict()})
+    # One operator only: Ray Data's per-operator reservation (meant to keep multi-operator pipelines
+    # from starving each other) would hold back half the CPUs until the first task's output size is
+    # known (measured on 2 CPUs: 1 task, then 2). This dataset's own context, not the global one.
+    ds.context.op_resource_reservation_enabled = False
+    for row in ds.iter_rows():
+        entry = json.loads(row["entry"])
+        if "error" in entry:
+            raise RuntimeError(f"synthesis into {out} failed writing {entry['error']}; the finished "
+                               "shards are kept: fix the cause and run the same command to resume")
+        yield entry
+
+
+__all__ = ["SynthesisResult", "connect", "generate"]

@@ -69,8 +69,153 @@ def preview_preset(preset: str, out: Path, overrides=(), num_classes: int = 8,
     return path
 
 
+def preview_dataset(directory: Path, out: Path, num_classes: int = 8, num_instances: int = 8) -> Path:
+    """Decode a classes x instances grid from the shards of a generated folder to `out` (PNG)."""
+    from fdsl.platform.datasets import read_images, validate_dataset_dir
+    from fdsl.preview import save_grid, spread
+
+    manifest = validate_dataset_dir(directory)
+    classes = spread(num_classes, manifest["num_classes"])
+    instances = spread(num_instances, manifest["num_instances"])
+    start = time.perf_counter()
+    flat = read_images(directory, [(c, i) for c in classes for i in instances])
+    seconds = time.perf_counter() - start
+    images = [flat[r * len(instances):(r + 1) * len(instances)] for r in range(len(classes))]
+    title = (f"{directory.name} ({manifest['generator']['name']}: {manifest['num_classes']} classes x "
+             f"{manifest['num_instances']} instances, from shards)")
+    path = save_grid(out, classes, instances, images, title)
+    print(f"preview: {len(flat)} images of {directory} decoded from shards in {seconds:.2f}s -> {path}")
+    return path
+
+
 def cmd_preview(args) -> int:
+    if Path(args.target).is_dir():  # a folder made by `fdsl generate`
+        if args.overrides:
+            raise ValueError("--set: applies to a preset, not to a generated folder")
+        preview_dataset(Path(args.target), Path(args.out), args.classes, args.instances)
+        return 0
     preview_preset(args.target, Path(args.out), args.overrides, args.classes, args.instances)
+    return 0
+
+
+def add_generate_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `fdsl generate`, also used by `python -m fdsl.jobs.generate`."""
+    p.add_argument("preset", help="a preset name (see `fdsl presets`)")
+    p.add_argument("--out", required=True, help="dataset folder: created, resumed, or verified if complete")
+    _add_set(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
+    p.add_argument("--num-cpus", type=int, default=None,
+                   help="CPUs of the local Ray, and the cap on concurrent render tasks")
+
+
+def cmd_generate(args) -> int:
+    from fdsl.platform.synthesis import generate
+    from fdsl.presets import get_preset
+
+    generate(get_preset(args.preset, args.overrides), args.out, address=args.address,
+             num_cpus=args.num_cpus)
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from fdsl.platform.manifest import verify_dataset
+
+    result = verify_dataset(args.dir)
+    if result.ok:
+        m = result.manifest
+        print(f"verify: {args.dir} ok: {m['num_shards']} shards, {m['num_rows']} images, "
+              f"content_sha256 {m['content_sha256']}")
+        return 0
+    for name, problem in result.bad.items():
+        print(f"verify: {name}: {problem}")
+    state = "complete" if result.complete else "incomplete (no manifest.json yet)"
+    print(f"verify: {args.dir} is {state} with {len(result.bad)} of {result.num_shards} shards bad; "
+          "run the same `fdsl generate` again to repair it")
+    return 1
+
+
+def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `fdsl pretrain`, also used by `python -m fdsl.jobs.pretrain`."""
+    p.add_argument("preset", help="a pre-training preset (e.g. debug-vit, vit-base-exfractaldb-21k)")
+    p.add_argument("--data", required=True,
+                   help="folder made by `fdsl generate` for the preset's data, or `stream` (no disk)")
+    p.add_argument("--out", required=True, help="run folder: metrics, checkpoints, model.safetensors")
+    _add_set(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out from its last checkpoint (--set may extend it)")
+
+
+def cmd_pretrain(args) -> int:
+    from fdsl.platform.pretrain import load_run_experiment, pretrain
+    from fdsl.presets import get_preset
+
+    if args.resume:
+        experiment = load_run_experiment(args.out, args.preset, args.overrides)
+    else:
+        experiment = get_preset(args.preset, args.overrides)
+    summary = pretrain(experiment, args.data, args.out, resume=args.resume, address=args.address)
+    print(f"pretrain: {summary['steps']} steps, loss {summary['loss']:.4f}, "
+          f"{summary['images_per_s']:.1f} images/s, {summary['seconds']:.0f} s -> {summary['model']}")
+    return 0
+
+
+def _add_target_arguments(p: argparse.ArgumentParser, section: str) -> None:
+    p.add_argument("--dataset", default=None,
+                   help="target set: digits, idx:PATH, cifar10:PATH, cifar100:PATH, imagefolder:PATH or "
+                        f"parquet:PATH (default: the preset's {section}.dataset)")
+    p.add_argument("--train-fraction", type=float, default=None,
+                   help=f"keep this share of each class of the training split ({section}.train_fraction)")
+    p.add_argument("--samples-per-class", type=int, default=None,
+                   help=f"keep this many training images per class ({section}.samples_per_class)")
+    _add_set(p)
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
+
+
+def _target_overrides(args, section: str) -> list[str]:
+    extra = []
+    if args.train_fraction is not None:
+        extra.append(f"{section}.train_fraction={args.train_fraction}")
+    if args.samples_per_class is not None:
+        extra.append(f"{section}.samples_per_class={args.samples_per_class}")
+    return [*args.overrides, *extra]
+
+
+def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `fdsl finetune`, also used by `python -m fdsl.jobs.finetune`."""
+    p.add_argument("preset", help="a preset with a finetune section (e.g. debug-finetune, finetune-sgd)")
+    p.add_argument("--weights", required=True,
+                   help="RUN/model.safetensors or a run folder (fdsl pretrain / fdsl ssl), `scratch`, or "
+                        "timm:<name> (timm's weights, from the local cache only)")
+    p.add_argument("--out", required=True, help="run folder: metrics.json, confusion.png, model.safetensors")
+    _add_target_arguments(p, "finetune")
+
+
+def cmd_finetune(args) -> int:
+    from fdsl.platform.finetune import finetune
+    from fdsl.presets import get_preset
+
+    experiment = get_preset(args.preset, _target_overrides(args, "finetune"))
+    finetune(experiment, args.weights, args.dataset, args.out, address=args.address)
+    return 0
+
+
+def add_ssl_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `fdsl ssl`, also used by `python -m fdsl.jobs.ssl`."""
+    p.add_argument("preset", help="a preset with an ssl section (e.g. debug-dino, dino-small-data)")
+    p.add_argument("--out", required=True, help="run folder: metrics.jsonl, model.safetensors + config.json")
+    _add_target_arguments(p, "ssl")
+
+
+def cmd_ssl(args) -> int:
+    from fdsl.platform.ssl import ssl
+    from fdsl.presets import get_preset
+
+    experiment = get_preset(args.preset, _target_overrides(args, "ssl"))
+    ssl(experiment, args.dataset, args.out, address=args.address)
     return 0
 
 
@@ -96,12 +241,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("preview", help="render a grid of classes x instances to a PNG")
-    p.add_argument("target", help="a preset name (see `fdsl presets`)")
+    p.add_argument("target", help="a preset name (see `fdsl presets`) or a folder made by `fdsl generate`")
     p.add_argument("--out", required=True, help="PNG file to write")
     p.add_argument("--classes", type=int, default=8, help="rows: classes spread over the set")
     p.add_argument("--instances", type=int, default=8, help="columns: instances spread over a class")
     _add_set(p)
     p.set_defaults(func=cmd_preview)
+
+    p = sub.add_parser("generate", help="render a preset into shard-NNNNN.parquet files + manifest.json")
+    add_generate_arguments(p)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("verify", help="check every shard of a generated folder against its manifest")
+    p.add_argument("dir", help="a folder made by `fdsl generate`")
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("pretrain", help="pre-train a timm ViT on a data set with Ray Train + DeepSpeed")
+    add_pretrain_arguments(p)
+    p.set_defaults(func=cmd_pretrain)
+
+    p = sub.add_parser("finetune", help="fine-tune weights (a run, scratch, timm) on a target set")
+    add_finetune_arguments(p)
+    p.set_defaults(func=cmd_finetune)
+
+    p = sub.add_parser("ssl", help="self-supervised DINO pre-training on a (small) target set")
+    add_ssl_arguments(p)
+    p.set_defaults(func=cmd_ssl)
 
     p = sub.add_parser("quickstart", help="run the main pipeline end to end at debug size")
     p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")

@@ -219,10 +219,54 @@ def cmd_ssl(args) -> int:
     return 0
 
 
+def cmd_sweeps(args) -> int:
+    from fdsl.sweeps import sweep_names, sweep_summary
+
+    for name in sweep_names():
+        print(f"{name:24s} {sweep_summary(name)}")
+    return 0
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `fdsl sweep`, also used by `python -m fdsl.jobs.sweep`."""
+    p.add_argument("sweep", help="a named sweep (see `fdsl sweeps`)")
+    p.add_argument("--out", required=True, help="sweep folder: data sets, trials, Tune state, report")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a scalar field of the sweep, e.g. --set num_samples=8 (repeatable)")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
+
+
+def cmd_sweep(args) -> int:
+    from fdsl.platform.sweep import run_sweep
+    from fdsl.sweeps import get_sweep
+
+    summary = run_sweep(get_sweep(args.sweep, args.overrides), args.sweep, args.out, resume=args.resume,
+                        address=args.address)
+    print(f"sweep: {summary['trials']} trials ({summary['errors']} failed) in {summary['seconds']:.0f} s, "
+          f"{summary['generations']} data sets generated; best {summary['best_metric']} with "
+          f"{summary['best_params']}\nreport: {summary['report']}")
+    return 0
+
+
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of `fdsl report`, also used by `python -m fdsl.jobs.report`."""
+    p.add_argument("dir", help="a folder made by `fdsl sweep`")
+
+
+def cmd_report(args) -> int:
+    from fdsl.platform.report import write_report
+
+    paths = write_report(args.dir)
+    print(f"report: {paths['html']} (also {paths['md'].name}, {paths['csv'].name})")
+    return 0
+
+
 def cmd_quickstart(args) -> int:
-    out = Path(args.out)
-    path = preview_preset("debug-fractaldb", out / "preview.png")
-    print(f"\nquickstart done. Look at the preview grid: {path.resolve()}")
+    from fdsl.platform.quickstart import run_quickstart
+
+    run_quickstart(args.out, num_cpus=args.num_cpus)
     return 0
 
 
@@ -268,8 +312,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_ssl_arguments(p)
     p.set_defaults(func=cmd_ssl)
 
-    p = sub.add_parser("quickstart", help="run the main pipeline end to end at debug size")
+    p = sub.add_parser("sweeps", help="list the named sweeps")
+    p.set_defaults(func=cmd_sweeps)
+
+    p = sub.add_parser("sweep", help="run a Ray Tune sweep: data set -> pre-train -> fine-tune per trial")
+    add_sweep_arguments(p)
+    p.set_defaults(func=cmd_sweep)
+
+    p = sub.add_parser("report", help="(re-)write a sweep's report.md, report.html and trials.csv")
+    add_report_arguments(p)
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("quickstart", help="run the whole pipeline end to end at debug size on a local Ray")
     p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.set_defaults(func=cmd_quickstart)
     return parser
 

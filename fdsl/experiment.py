@@ -8,7 +8,9 @@ from typing import Any
 from fdsl.config import Config
 from fdsl.generators import generator_class
 from fdsl.generators.fractaldb import FractalDBConfig
+from fdsl.platform.finetune_config import FinetuneConfig
 from fdsl.platform.pretrain_config import PretrainConfig
+from fdsl.platform.ssl_config import SSLConfig
 from fdsl.platform.synthesis_config import SynthesisConfig
 
 
@@ -26,6 +28,10 @@ class Experiment(Config):
     """How the data set is written to shards (`fdsl generate`) and read or streamed by training."""
     pretrain: PretrainConfig = dataclasses.field(default_factory=PretrainConfig)
     """Supervised pre-training on the data set (`fdsl pretrain`): model, recipe, DeepSpeed, workers."""
+    finetune: FinetuneConfig = dataclasses.field(default_factory=FinetuneConfig)
+    """Fine-tuning on a target set (`fdsl finetune`): target, low-data subset, recipe, workers."""
+    ssl: SSLConfig = dataclasses.field(default_factory=SSLConfig)
+    """Small-data self-supervised (DINO) pre-training on a target set (`fdsl ssl`)."""
 
     def validate(self) -> None:
         expected = generator_class(self.generator).config_cls
@@ -43,4 +49,8 @@ class Experiment(Config):
             data["synthesis"] = SynthesisConfig.from_dict(data["synthesis"])
         if isinstance(data.get("pretrain"), dict):
             data["pretrain"] = PretrainConfig.from_dict(data["pretrain"])
+        if isinstance(data.get("finetune"), dict):
+            data["finetune"] = FinetuneConfig.from_dict(data["finetune"])
+        if isinstance(data.get("ssl"), dict):
+            data["ssl"] = SSLConfig.from_dict(data["ssl"])
         return cls(**data)

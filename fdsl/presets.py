@@ -16,7 +16,9 @@ from fdsl.generators.fractaldb import FractalDBConfig
 from fdsl.generators.onepfrac import OnePFracConfig
 from fdsl.generators.rcdb import RCDBConfig
 from fdsl.generators.visualatom import VisualAtomConfig
+from fdsl.platform.finetune_config import FinetuneConfig
 from fdsl.platform.pretrain_config import PretrainConfig
+from fdsl.platform.ssl_config import SSLConfig
 
 _PRESETS: dict[str, Callable[[], Experiment]] = {}
 
@@ -243,7 +245,74 @@ def vit_base_visualatom_21k() -> Experiment:
 def debug_vit() -> Experiment:
     """Tiny ViT (timm test_vit) on debug FractalDB, 32px, 40 steps, 2 CPU workers: about a minute."""
     return _pretrain(debug_fractaldb, PretrainConfig(
-        model="test_vit", img_size=32, patch_size=4, drop_path_rate=0.0, global_batch_size=32,
-        max_steps=40, lr=2e-3, min_lr=1e-4, warmup_epochs=2, precision="fp32", zero_stage=1,
-        num_workers=2, cpus_per_worker=0.5, augment_cpus=0.5, augment_batch_size=64,
-        checkpoint_every=20, report_every=5, repeated_aug=1))
+        model="test_vit", img_size=32, patch_size=4, drop_path_rate=0.0, norm_mean=0.11, norm_std=0.2,
+        global_batch_size=32, max_steps=40, lr=2e-3, min_lr=1e-4, warmup_epochs=2, precision="fp32",
+        zero_stage=1, repeated_aug=1, num_workers=2, cpus_per_worker=0.5, augment_cpus=1.0,
+        checkpoint_every=20, report_every=20))
+
+
+# --- fine-tuning and small-data SSL (`fdsl finetune PRESET --weights ...`, `fdsl ssl PRESET`) ------
+# The `pretrain` section of these presets names the architecture a `--weights scratch` arm trains and
+# the backbone `fdsl ssl` pre-trains; weights of a run bring their own architecture.
+def _finetune(base: Callable[[], Experiment], finetune: FinetuneConfig,
+              ssl: SSLConfig | None = None) -> Experiment:
+    experiment = base()
+    experiment.finetune = finetune
+    if ssl is not None:
+        experiment.ssl = ssl
+    return experiment
+
+
+@preset("finetune-sgd")
+def finetune_sgd() -> Experiment:
+    """FDSL papers' small-set recipe on CIFAR-10: SGD lr 0.01, wd 1e-4, batch 768, 1,000 epochs."""
+    return _finetune(vit_tiny_fractaldb_1k, FinetuneConfig(
+        dataset="cifar10:data/cifar-10-batches-py", epochs=1000, global_batch_size=768, optimizer="sgd",
+        lr=0.01, weight_decay=1e-4, momentum=0.9, warmup_epochs=5, label_smoothing=0.1,
+        randaugment="rand-m9-mstd0.5-inc1", crop_scale_min=0.08, hflip=0.5, mixup=0.8, cutmix=1.0,
+        random_erasing=0.25, num_workers=8, use_gpu=True, cpus_per_worker=4, augment_cpus=2))
+
+
+@preset("finetune-adamw")
+def finetune_adamw() -> Experiment:
+    """DeiT / Gani et al. fine-tuning on CIFAR-10: AdamW lr 1e-3, wd 0.05, batch 256, 100 epochs."""
+    return _finetune(vit_tiny_fractaldb_1k, FinetuneConfig(
+        dataset="cifar10:data/cifar-10-batches-py", epochs=100, global_batch_size=256, optimizer="adamw",
+        lr=1e-3, min_lr=1e-5, weight_decay=0.05, warmup_epochs=5, label_smoothing=0.1,
+        randaugment="rand-m9-mstd0.5-inc1", crop_scale_min=0.08, hflip=0.5, mixup=0.8, cutmix=1.0,
+        random_erasing=0.25, num_workers=8, use_gpu=True, cpus_per_worker=4, augment_cpus=2))
+
+
+@preset("dino-small-data")
+def dino_small_data() -> Experiment:
+    """Gani et al. BMVC'22: DINO on the CIFAR-10 training set itself, 200 epochs, 2 + 8 crops, 32px ViT/4."""
+    experiment = _finetune(vit_tiny_fractaldb_1k, FinetuneConfig(
+        dataset="cifar10:data/cifar-10-batches-py", img_size=32, epochs=100, global_batch_size=256,
+        optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=5, randaugment="rand-m9-mstd0.5-inc1",
+        crop_scale_min=0.08, hflip=0.5, mixup=0.8, cutmix=1.0, random_erasing=0.25, num_workers=8,
+        use_gpu=True, cpus_per_worker=4, augment_cpus=2), SSLConfig(
+        dataset="cifar10:data/cifar-10-batches-py", img_size=32, patch_size=4, local_img_size=16,
+        epochs=200, global_batch_size=256, lr=5e-4, warmup_epochs=10, out_dim=1024, num_local_crops=8,
+        num_workers=8, use_gpu=True, cpus_per_worker=4, augment_cpus=2))
+    experiment.pretrain.img_size, experiment.pretrain.patch_size = 32, 4
+    return experiment
+
+
+@preset("debug-finetune")
+def debug_finetune() -> Experiment:
+    """Fine-tune the debug-vit model (test_vit, 32px) on digits, 6 epochs, 2 CPU workers: about a minute."""
+    return _finetune(debug_vit, FinetuneConfig(
+        dataset="digits", epochs=6, global_batch_size=64, optimizer="adamw", lr=2e-3, min_lr=1e-5,
+        weight_decay=0.05, warmup_epochs=1, label_smoothing=0.1, crop_scale_min=0.5, hflip=0.0,
+        drop_path_rate=0.0, num_workers=2, cpus_per_worker=0.5, augment_cpus=0.5, augment_batch_size=128,
+        loader_probe_images=512))
+
+
+@preset("debug-dino")
+def debug_dino() -> Experiment:
+    """DINO at debug size on digits: test_vit 32px, 2 global + 2 local 16px crops, 3 epochs, 1 CPU worker."""
+    return _finetune(debug_finetune, debug_finetune().finetune, SSLConfig(
+        dataset="digits", out_dim=256, hidden_dim=256, bottleneck_dim=64, num_local_crops=2,
+        local_img_size=16, hflip=0.0, epochs=3, global_batch_size=64, lr=5e-4, warmup_epochs=1,
+        weight_decay=0.04, weight_decay_end=0.1, drop_path_rate=0.0, num_workers=1, cpus_per_worker=1,
+        threads_per_worker=2, augment_cpus=0.5, augment_batch_size=128))

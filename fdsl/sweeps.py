@@ -163,9 +163,9 @@ _DEBUG_TRIAL = ["pretrain.max_steps=16", "pretrain.checkpoint_every=1000", "fine
 
 @sweep("debug-variety")
 def debug_variety() -> SweepConfig:
-    """4 trials on 2 CPUs: FractalDB class count x filling rate, tiny ViT, fine-tuned on digits, ASHA."""
+    """4 trials on 2 CPUs: FractalDB class count x fine-tune lr (2 data sets, each generated once), ASHA."""
     return SweepConfig(base="debug-finetune", overrides=list(_DEBUG_TRIAL),
-                       space={"data.num_classes": {"grid": [4, 8]}, "data.fill_rate": {"grid": [0.1, 0.2]}},
+                       space={"data.num_classes": {"grid": [4, 8]}, "finetune.lr": {"grid": [0.001, 0.003]}},
                        search="grid", scheduler="asha", grace_period=2)
 
 
@@ -205,3 +205,10 @@ def finetune_grid() -> SweepConfig:
                "finetune.weight_decay": {"grid": [1e-4, 5e-4]},
                "finetune.train_fraction": {"grid": [0.1, 1.0]}},
         search="grid", scheduler="fifo")
+
+
+@sweep("quickstart")
+def quickstart() -> SweepConfig:
+    """2 trials for `make quickstart`: debug FractalDB with 4 or 8 classes, tiny ViT, digits."""
+    return SweepConfig(base="debug-finetune", overrides=list(_DEBUG_TRIAL),
+                       space={"data.num_classes": {"grid": [4, 8]}}, search="grid", scheduler="fifo")

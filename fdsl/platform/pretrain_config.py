@@ -29,6 +29,10 @@ class PretrainConfig(Config):
     """ViT patch side in pixels (img_size must be a multiple of it)."""
     drop_path_rate: float = 0.1
     """Stochastic depth rate of the model (DeiT: 0.1)."""
+    norm_mean: float | None = None
+    """Input normalisation mean, the same on the 3 channels, in [0, 1]; None: the model's timm default."""
+    norm_std: float | None = None
+    """Input normalisation std, the same on the 3 channels; None: the model's timm default."""
 
     # -- batch and schedule -----------------------------------------------------------------------
     global_batch_size: int = 256
@@ -87,6 +91,9 @@ class PretrainConfig(Config):
     """"global": a full Ray Data random_shuffle per pass; "local": random block order + a buffer."""
     shuffle_buffer: int = 4096
     """Rows per worker in the local shuffle buffer (shuffle "local")."""
+    min_pass_images: int = 2048
+    """A smaller data set is repeated (each copy augmented anew) and permuted in one block to make a
+    Ray Data pass of at least this many images: a pass costs seconds to start."""
     augment_cpus: float = 1.0
     """CPUs each Ray Data augmentation task reserves (decoding and augmentation run as Ray tasks)."""
     augment_batch_size: int = 256
@@ -109,8 +116,9 @@ class PretrainConfig(Config):
     """Checkpoints kept on disk (older ones are deleted)."""
     max_failures: int = 3
     """Worker-group restarts from the last checkpoint before the run fails (Ray FailureConfig)."""
-    report_every: int = 10
-    """Report metrics to Ray (and Tune) every N steps; metrics.jsonl gets every step regardless."""
+    report_every: int = 100
+    """Report metrics to Ray (and Tune) every N steps, besides checkpoints; metrics.jsonl gets every
+    step. Ray Train collects reports every ~2 s: a report sooner than that waits for it."""
     seed: int = 0
     """Seed of model initialisation, Mixup/CutMix and random erasing."""
 
@@ -125,6 +133,12 @@ class PretrainConfig(Config):
             raise ValueError(f"img_size: got {self.img_size}, expected a multiple of patch_size "
                              f"({self.patch_size})")
         self._check_range("drop_path_rate", 0.0, 1.0)
+        if (self.norm_mean is None) != (self.norm_std is None):
+            raise ValueError(f"norm_std: got {self.norm_std!r} with norm_mean {self.norm_mean!r}, expected "
+                             "both set or both None")
+        if self.norm_mean is not None:
+            self._check_range("norm_mean", 0.0, 1.0)
+            self._check_range("norm_std", 1e-3, 1.0)
         self._check_range("num_workers", 1, 100_000)
         self._check_range("grad_accum_steps", 1, 100_000)
         self._check_range("global_batch_size", 1, 10_000_000)
@@ -164,6 +178,7 @@ class PretrainConfig(Config):
                              f"batch for Mixup/CutMix (micro batch is {self.micro_batch_size})")
         self._check_choice("shuffle", ["global", "local"])
         self._check_range("shuffle_buffer", 0, 10**8)
+        self._check_range("min_pass_images", 1, 10**9)
         self._check_range("augment_cpus", 0.01, 1024)
         self._check_range("augment_batch_size", 1, 100_000)
         self._check_range("prefetch_batches", 0, 1024)
@@ -185,6 +200,10 @@ class PretrainConfig(Config):
     def mixes(self) -> bool:
         """Whether Mixup or CutMix is on."""
         return self.mixup_prob > 0 and (self.mixup > 0 or self.cutmix > 0)
+
+    def pass_copies(self, num_images: int) -> int:
+        """Copies of a data set of `num_images` in one Ray Data pass (see `min_pass_images`)."""
+        return max(1, -(-self.min_pass_images // max(1, num_images)))
 
     def schedule(self, num_images: int) -> dict[str, int]:
         """Optimizer steps of the run for a data set of `num_images`: total, warm-up, per epoch."""

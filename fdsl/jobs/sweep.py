@@ -1,0 +1,14 @@
+"""`fdsl sweep` as a Ray job entrypoint; the arguments are those of `fdsl sweep`.
+
+    ray job submit --address http://127.0.0.1:8265 --working-dir . -- \
+        python -m fdsl.jobs.sweep debug-variety --out /shared/sweeps/debug
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fdsl.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main(["sweep", *sys.argv[1:]]))

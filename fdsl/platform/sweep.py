@@ -1,0 +1,249 @@
+"""Ray Tune sweeps over data-set variety and fine-tuning settings.
+
+    fdsl sweep debug-variety --out runs/sweeps/debug          # run (or finish, with --resume)
+    fdsl report runs/sweeps/debug                              # re-write the report, no recompute
+
+A trial = (generate or reuse its data set) -> pre-train -> fine-tune, reporting the fine-tune top-1
+after every epoch (Ray Train V2's TuneReportCallback), so ASHA can stop weak trials early.
+
+Sweep folder:
+    sweep.json               the sweep config (a resumed sweep must match it)
+    datasets/<fingerprint>/  data sets, cached by the hash of what determines their bytes
+    trials/<trial>/          trial.json (params, metrics, curves), preview.png, pretrain/, finetune/
+    tune/                    Ray Tune's experiment state (what `--resume` restores)
+    report.md, report.html, trials.csv, plots/
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from fdsl.platform.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
+from fdsl.sweeps import SweepConfig, trial_overrides
+
+DATASETS = "datasets"
+TUNE_NAME = "tune"
+GENERATIONS = "generations.jsonl"
+"""Journal of data sets this sweep generated (one line each): tests count cache hits with it."""
+COMPLETIONS = "completions.jsonl"
+"""Journal of trials that ran to completion (one line each): a resumed sweep must not add twins."""
+
+
+# --- the data-set cache ---------------------------------------------------------------------------
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive file lock: trials that need the same data set wait for one generation."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def ensure_dataset(experiment, sweep_dir: Path) -> tuple[Path, bool]:
+    """(folder, cache_hit) of the experiment's data set under `sweep_dir/datasets`.
+
+    Keyed by the fingerprint of what determines the bytes (generator, version, config, layout);
+    a hit is verified against its manifest (sizes and sha256 of every shard) and re-rendered where
+    it does not match.
+    """
+    from fdsl.platform.manifest import fingerprint, identity, verify_dataset
+    from fdsl.platform.synthesis import generate
+
+    key = fingerprint(identity(experiment))
+    folder = sweep_dir / DATASETS / key
+    with _locked(sweep_dir / DATASETS / f".{key}.lock"):
+        if (folder / "manifest.json").is_file() and verify_dataset(folder).ok:
+            return folder, True
+        generate(experiment, folder, log=lambda *_: None)
+        with open(sweep_dir / GENERATIONS, "a") as journal:
+            journal.write(json.dumps({"fingerprint": key, "time": time.time()}) + "\n")
+    return folder, False
+
+
+def count_generations(sweep_dir: str | os.PathLike) -> int:
+    """How many data sets the sweep has generated (cache misses)."""
+    path = Path(sweep_dir) / GENERATIONS
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+# --- one trial --------------------------------------------------------------------------------------
+def _preview(experiment, path: Path) -> None:
+    from fdsl.generators import build_generator
+    from fdsl.preview import render_grid, save_grid
+
+    gen = build_generator(experiment.generator, experiment.data)
+    classes, instances, images = render_grid(gen, 4, 4)
+    title = f"{experiment.generator} {gen.num_classes}x{gen.num_instances}"
+    save_grid(path, classes, instances, images, title)
+
+
+def _write_record(trial_dir: Path, record: dict) -> None:
+    from fdsl.platform.manifest import atomic_write_text
+
+    atomic_write_text(trial_dir / TRIAL_FILE, json.dumps(record, indent=1) + "\n")
+
+
+def _curves(pretrain_dir: Path, finetune_metrics: dict | None) -> dict[str, list]:
+    from fdsl.platform.pretrain import read_metrics
+
+    curves = {"pretrain_loss": [[r["step"], r["loss"]] for r in read_metrics(pretrain_dir) if "loss" in r]}
+    if finetune_metrics:
+        curves["finetune_top1"] = [[e["epoch"], e["finetune_top1"]]
+                                   for e in finetune_metrics.get("curve", [])]
+    return curves
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Tune trainable: data set (cached) -> pre-train -> fine-tune; reports per fine-tune epoch."""
+    import ray.tune
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from fdsl.platform.finetune import finetune, read_finetune_metrics
+    from fdsl.platform.pretrain import pretrain
+    from fdsl.presets import get_preset
+
+    sweep_dir = Path(config["sweep_dir"])
+    params = config["params"]
+    name = ray.tune.get_context().get_trial_name()
+    trial_dir = sweep_dir / TRIALS / name
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    experiment = get_preset(config["base"], config["overrides"] + trial_overrides(params))
+    record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {}}
+    _preview(experiment, trial_dir / "preview.png")
+    record["preview"] = "preview.png"
+    data_dir, hit = ensure_dataset(experiment, sweep_dir)
+    record["dataset"] = {"fingerprint": data_dir.name, "dir": str(data_dir), "cache_hit": hit}
+    _write_record(trial_dir, record)
+
+    pre = pretrain(experiment, str(data_dir), trial_dir / "pretrain")
+    record["metrics"]["pretrain_loss"] = pre["loss"]
+    record["curves"] = _curves(trial_dir / "pretrain", None)
+    _write_record(trial_dir, record)
+
+    fine = finetune(experiment, pre["model"], experiment.finetune.dataset, trial_dir / "finetune",
+                    callbacks=[TuneReportCallback()])
+    record["metrics"].update({k: v for k, v in fine.items() if isinstance(v, (int, float))})
+    record["curves"] = _curves(trial_dir / "pretrain", read_finetune_metrics(trial_dir / "finetune"))
+    record["status"] = "done"
+    _write_record(trial_dir, record)
+    with open(sweep_dir / COMPLETIONS, "a") as journal:
+        journal.write(json.dumps({"trial": name, "params": params, "time": time.time()}) + "\n")
+
+
+# --- the sweep -------------------------------------------------------------------------------------
+def _tune_space(sweep: SweepConfig) -> dict[str, Any]:
+    from ray import tune
+
+    makers = {"grid": tune.grid_search, "choice": tune.choice,
+              "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
+              "randint": lambda v: tune.randint(*v)}
+    if sweep.search == "random":  # random search samples a grid's values instead of enumerating them
+        makers["grid"] = tune.choice
+    return {param: makers[kind](values) for param, spec in sweep.space.items()
+            for kind, values in spec.items()}
+
+
+def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import BasicVariantGenerator
+
+    from fdsl.presets import get_preset
+
+    epochs = get_preset(sweep.base, sweep.overrides).finetune.epochs
+    # max_t beyond the number of reports: a trial must end on its own, never be cut at its last
+    # report while its trainer still holds CPUs (see RAY_NOTES on 2-CPU machines)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1,
+                               grace_period=sweep.grace_period, reduction_factor=2)
+                 if sweep.scheduler == "asha" else FIFOScheduler())
+    if sweep.search == "optuna":
+        from ray.tune.search.optuna import OptunaSearch
+
+        search = OptunaSearch(seed=sweep.seed)
+    else:
+        search = BasicVariantGenerator(random_state=sweep.seed)
+    return tune.Tuner(
+        trainable,
+        param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir), "base": sweep.base,
+                     "overrides": list(sweep.overrides)},
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
+                                    search_alg=search, scheduler=scheduler,
+                                    max_concurrent_trials=sweep.max_concurrent_trials),
+        run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(sweep_dir)))
+
+
+def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool) -> None:
+    from fdsl.platform.manifest import atomic_write_text
+
+    saved = sweep_dir / SWEEP_FILE
+    wanted = {"name": name, **sweep.to_dict()}
+    if saved.is_file():
+        have = json.loads(saved.read_text())
+        if have != wanted:
+            raise ValueError(f"{sweep_dir}: holds sweep {have.get('name')!r} with another config; "
+                             "use a new --out folder (a sweep is resumed only with its own config)")
+        if not resume and (sweep_dir / TUNE_NAME).exists():
+            raise ValueError(f"{sweep_dir}: a sweep already ran here; add --resume to finish it, or "
+                             "`fdsl report` to re-write its report")
+    elif resume:
+        raise FileNotFoundError(f"{saved} not found: nothing to resume in {sweep_dir}")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(saved, json.dumps(wanted, indent=2) + "\n")
+
+
+def _finalise_records(sweep_dir: Path, results) -> None:
+    """Mark trials whose trial.json still says 'running': stopped early by ASHA, or failed."""
+    by_dir = {Path(r.path).name: r for r in results if r.path}
+    for path in sorted((sweep_dir / TRIALS).glob(f"*/{TRIAL_FILE}")):
+        record = json.loads(path.read_text())
+        if record.get("status") != "running":
+            continue
+        # Tune's trial folder is "<trial name>_<index>_<params>_<time>"
+        match = [r for d, r in by_dir.items() if d == record["trial"] or d.startswith(record["trial"] + "_")]
+        result = match[0] if match else None
+        record["status"] = "error" if result is None or result.error else "stopped"
+        metrics = (result.metrics or {}) if result else {}
+        for key in ("finetune_top1", "finetune_top5", "finetune_loss", "epoch"):
+            if isinstance(metrics.get(key), (int, float)):
+                record["metrics"][key] = metrics[key]
+        _write_record(path.parent, record)
+
+
+def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, *, resume: bool = False,
+              address: str | None = None) -> dict:
+    """Run (or with `resume`, finish) a sweep into `out`, then write its report; returns a summary."""
+    import ray
+    from ray import tune
+
+    sweep.validate()  # every parameter against the base preset: nothing starts on a bad space
+    sweep_dir = Path(out).resolve()
+    _prepare(sweep, name, sweep_dir, resume)
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False)
+    trainable = tune.with_resources(run_trial, {"cpu": 0.1})  # a trial only waits on its trainers
+    tune_path = sweep_dir / TUNE_NAME
+    start = time.perf_counter()
+    if resume and tune.Tuner.can_restore(str(tune_path)):
+        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
+    else:
+        tuner = _tuner(sweep, sweep_dir, trainable)
+    results = tuner.fit()
+    _finalise_records(sweep_dir, results)
+    paths = write_report(sweep_dir)
+    best = None
+    with contextlib.suppress(RuntimeError):
+        best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
+    return {"sweep_dir": str(sweep_dir), "trials": len(results), "errors": results.num_errors,
+            "seconds": round(time.perf_counter() - start, 1), "generations": count_generations(sweep_dir),
+            "best_params": best.config["params"] if best else None,
+            "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
+            "report": str(paths["html"])}

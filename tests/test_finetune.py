@@ -1,0 +1,178 @@
+"""Fine-tuning: weights resolution, bad input, and real Ray Train runs at debug size.
+
+The "FDSL weights" here are a timm model exported in the exact format `fdsl pretrain` writes
+(model.safetensors + config.json), with an 8-class head like a debug FractalDB run: that is what the
+fine-tuning side reads, and it keeps this module fast. One Ray session serves the whole module.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import run_fdsl
+
+from fdsl.platform.finetune import build_model, finetune, head_info, prepare_finetune, resolve_weights
+from fdsl.presets import get_preset
+
+
+def export_weights(folder, num_classes: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A test_vit (32px, patch 4) saved as `fdsl pretrain` saves its model; returns its state."""
+    import timm
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_vit", num_classes=num_classes, img_size=32, patch_size=4)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    (folder / "config.json").write_text(json.dumps({
+        "architecture": "test_vit", "img_size": 32, "patch_size": 4, "num_classes": num_classes,
+        "in_chans": 3, "mean": [0.11] * 3, "std": [0.2] * 3}))
+    return state
+
+
+def debug(*overrides: str):
+    """debug-finetune cut to seconds: 10 digits per class, 2 epochs."""
+    return get_preset("debug-finetune", ["finetune.samples_per_class=10", "finetune.epochs=2",
+                                         "finetune.global_batch_size=32", "finetune.loader_probe_images=128",
+                                         *overrides])
+
+
+@pytest.fixture(scope="module")
+def ray_session():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+# --- no Ray: resolution and checks ---------------------------------------------------------------
+def test_head_info_reports_new_and_kept_heads(tmp_path):
+    export_weights(tmp_path / "w8", 8)
+    export_weights(tmp_path / "w10", 10)
+    cfg, pre = debug().finetune, debug().pretrain
+    mismatch = head_info(resolve_weights(str(tmp_path / "w8"), cfg, pre), 10)
+    assert mismatch["new_head"] and mismatch["weights_num_classes"] == 8 and "new head" in mismatch["reason"]
+    same = head_info(resolve_weights(str(tmp_path / "w10" / "model.safetensors"), cfg, pre), 10)
+    assert not same["new_head"] and "kept" in same["reason"]
+    assert head_info(resolve_weights("scratch", cfg, pre), 10)["new_head"]
+
+
+def test_new_head_keeps_the_backbone(tmp_path):
+    state = export_weights(tmp_path / "w", 8)
+    spec = resolve_weights(str(tmp_path / "w"), debug().finetune, debug().pretrain)
+    model = build_model(spec, 10)
+    assert model.get_classifier().out_features == 10
+    loaded = model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items() if not k.startswith("head."))
+
+
+def test_scratch_takes_the_pretrain_architecture():
+    spec = resolve_weights("scratch", debug().finetune, debug().pretrain)
+    assert (spec["architecture"], spec["img_size"], spec["patch_size"]) == ("test_vit", 32, 4)
+
+
+def test_timm_weights_come_from_the_local_cache_only(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+    import timm
+    from safetensors.torch import save_file
+
+    cfg, pre = debug().finetune, debug().pretrain
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ValueError, match="no local copy"):
+        resolve_weights("timm:test_vit", cfg, pre)
+    with pytest.raises(ValueError, match="expected a timm model name"):
+        resolve_weights("timm:no_such_net", cfg, pre)
+    # a cache entry laid out as huggingface_hub writes it: the same name now resolves, offline
+    snapshot = tmp_path / "hub" / "models--timm--test_vit.r160_in1k" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("abc")
+    torch.manual_seed(1)
+    source = timm.create_model("test_vit")
+    state = {k: v.contiguous() for k, v in source.state_dict().items()}
+    save_file(state, str(snapshot / "model.safetensors"))
+    spec = resolve_weights("timm:test_vit", cfg, pre)
+    assert spec["file"] == str(snapshot / "model.safetensors")
+    model = build_model(spec, 10)
+    assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
+
+
+def test_bad_input_fails_before_any_worker(tmp_path):
+    export_weights(tmp_path / "w", 8)
+    with pytest.raises(FileNotFoundError, match="not a finished run"):
+        prepare_finetune(debug(), str(tmp_path / "missing"), "digits", tmp_path / "o1")
+    with pytest.raises(ValueError, match="dataset"):
+        prepare_finetune(debug(), "scratch", "mnist", tmp_path / "o2")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        prepare_finetune(debug(), "scratch", "idx:/no/such/folder", tmp_path / "o3")
+    with pytest.raises(ValueError, match="img_size"):
+        prepare_finetune(debug("finetune.img_size=64"), str(tmp_path / "w"), "digits", tmp_path / "o4")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "model.safetensors").write_bytes(b"not safetensors")
+    (broken / "config.json").write_text((tmp_path / "w" / "config.json").read_text())
+    with pytest.raises(ValueError, match="safetensors"):
+        prepare_finetune(debug(), str(broken), "digits", tmp_path / "o5")
+    used = tmp_path / "used"
+    used.mkdir()
+    (used / "metrics.json").write_text("{}")
+    with pytest.raises(FileExistsError):
+        prepare_finetune(debug(), "scratch", "digits", used)
+    with pytest.raises(ValueError, match="finetune.optimizer"):
+        debug("finetune.optimizer=rmsprop")
+
+
+def test_cli_user_errors_exit_2_with_one_line(tmp_path):
+    result = run_fdsl("finetune", "debug-finetune", "--weights", str(tmp_path / "nope"),
+                      "--dataset", "digits", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "not a finished run" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- Ray Train runs ------------------------------------------------------------------------------
+def test_linear_probe_from_fdsl_weights_with_deepspeed(ray_session, tmp_path):
+    """8-class weights -> 10-class digits: new head, reported; the backbone stays frozen bit for bit."""
+    from safetensors.torch import load_file
+
+    from fdsl.platform.pretrain import load_pretrained
+
+    state = export_weights(tmp_path / "fdsl", 8)
+    experiment = debug("finetune.linear_probe=true", "finetune.use_deepspeed=true", "finetune.zero_stage=1",
+                       "finetune.num_workers=1", "finetune.cpus_per_worker=1", "finetune.lr=0.01")
+    out = tmp_path / "probe"
+    summary = finetune(experiment, str(tmp_path / "fdsl" / "model.safetensors"), "digits", out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["head"]["new_head"] and metrics["head"]["weights_num_classes"] == 8
+    assert metrics["head"]["target_num_classes"] == 10 and summary["head"] == metrics["head"]
+    assert metrics["trained_parameters"] == ["head.weight", "head.bias"]
+    assert metrics["weights"]["kind"] == "run" and metrics["linear_probe"]
+    tuned = load_file(str(out / "model.safetensors"))
+    for name, value in state.items():
+        if not name.startswith("head."):
+            assert torch.equal(tuned[name], value), name
+    assert tuned["head.weight"].shape == (10, 64)
+    assert (out / "confusion.png").stat().st_size > 0
+    assert np.load(out / "confusion.npy").sum() == metrics["num_val"] == 359
+    assert load_pretrained(out).get_classifier().out_features == 10
+
+
+def test_scratch_finetune_on_two_ddp_workers(ray_session, tmp_path):
+    out = tmp_path / "scratch"
+    summary = finetune(debug(), "scratch", None, out)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert [row["epoch"] for row in metrics["curve"]] == [1, 2]
+    assert metrics["world_size"] == 2 and metrics["num_train"] == 100 and metrics["num_classes"] == 10
+    assert 0.0 <= metrics["finetune_top1"] <= metrics["finetune_top5"] <= 1.0
+    assert metrics["head"]["reason"].startswith("scratch")
+    throughput = metrics["throughput"]
+    assert throughput["loader_images_per_s"] > 0 and throughput["train_images_per_s"] > 0
+    assert 0.0 <= throughput["data_wait_fraction"] <= 1.0 and "loader_to_train_ratio" in throughput
+    assert len(metrics["confusion"]) == 10 and summary["finetune_top1"] == metrics["finetune_top1"]
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 2 and json.loads(lines[-1])["finetune_top1"] == metrics["finetune_top1"]

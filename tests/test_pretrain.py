@@ -1,0 +1,206 @@
+"""Pre-training on a real local Ray (2 CPUs, started once for this module) with real DeepSpeed (gloo).
+
+debug-vit: timm's test_vit at 32px on the 8 x 8 debug FractalDB, 2 workers. Covers learning, export
+to timm, resume of a finished run, recovery from a killed worker, and the user errors that must stop
+a run before any worker starts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+import time
+
+import psutil
+import pytest
+import torch
+
+from fdsl.cli import main
+from fdsl.platform.pretrain import (
+    CKPT_TAG,
+    EVENTS_FILE,
+    load_pretrained,
+    load_run_experiment,
+    pretrain,
+    read_metrics,
+)
+from fdsl.platform.synthesis import generate
+from fdsl.presets import get_preset
+
+# No stochastic regularisation: a clear learning signal within a few dozen steps.
+EASY = ["pretrain.mixup=0", "pretrain.cutmix=0", "pretrain.randaugment=", "pretrain.random_erasing=0",
+        "pretrain.label_smoothing=0", "pretrain.crop_scale_min=0.5"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def data(ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("pretrain-data") / "debug"
+    generate(get_preset("debug-fractaldb"), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    """debug-vit with EASY augmentation, 48 steps, checkpoints every 16."""
+    out = tmp_path_factory.mktemp("pretrain-run") / "run"
+    experiment = get_preset("debug-vit", [*EASY, "pretrain.max_steps=48", "pretrain.checkpoint_every=16"])
+    start = time.perf_counter()
+    summary = pretrain(experiment, str(data), out)
+    return out, summary, time.perf_counter() - start
+
+
+def _events(run_dir) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / EVENTS_FILE).read_text().splitlines()]
+
+
+def _ray_checkpoints(run_dir) -> list:
+    return sorted(p for p in (run_dir / "train").glob("checkpoint_*") if p.is_dir())
+
+
+def test_loss_decreases(trained):
+    out, summary, seconds = trained
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 49))
+    first = sum(r["loss"] for r in rows[:8]) / 8
+    last = sum(r["loss"] for r in rows[-8:]) / 8
+    assert last < first - 0.05, (first, last)
+    assert summary["steps"] == 48 and summary["images_per_s"] > 0
+    assert {"epoch", "lr", "images_per_s", "data_wait_s", "step_s"} <= set(rows[0])
+    lrs = [r["lr"] for r in rows]  # the learning rate each step used: warm-up, then cosine
+    warmup = get_preset("debug-vit").pretrain.schedule(64)["warmup_steps"]
+    assert lrs[0] == pytest.approx(1e-6) and lrs[:warmup + 1] == sorted(lrs[:warmup + 1])
+    assert max(lrs) == pytest.approx(2e-3, rel=0.03) and lrs[warmup:] == sorted(lrs[warmup:], reverse=True)
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.05)
+    assert [c.name for c in _ray_checkpoints(out)] == ["checkpoint_000000032", "checkpoint_000000048"]
+    print(f"debug-vit 48 steps: {seconds:.0f} s, loss {first:.3f} -> {last:.3f}")
+
+
+def test_exported_safetensors_reproduce_the_logits(trained):
+    import timm
+
+    out, _, _ = trained
+    config = json.loads((out / "config.json").read_text())
+    assert {k: config[k] for k in ("architecture", "img_size", "patch_size", "num_classes")} == \
+        {"architecture": "test_vit", "img_size": 32, "patch_size": 4, "num_classes": 8}
+    model = load_pretrained(out).eval()
+
+    # The reference: the weights in the last DeepSpeed checkpoint, loaded by hand.
+    state = torch.load(_ray_checkpoints(out)[-1] / CKPT_TAG / "mp_rank_00_model_states.pt",
+                       weights_only=False)["module"]
+    reference = timm.create_model("test_vit", img_size=32, patch_size=4, num_classes=8)
+    reference.load_state_dict(state)
+    reference.eval()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), reference(x), rtol=0, atol=1e-6)
+
+    # the DESIGN.md contract call, and a fresh head for fine-tuning
+    direct = timm.create_model("test_vit", pretrained=True, num_classes=8, img_size=32, patch_size=4,
+                               pretrained_cfg_overlay=dict(file=str(out / "model.safetensors"),
+                                                           num_classes=8)).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(direct(x), reference(x), rtol=0, atol=1e-6)
+    finetune = load_pretrained(out, num_classes=10)
+    assert finetune.head.out_features == 10
+    torch.testing.assert_close(finetune.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
+
+
+def test_resume_continues_at_its_step(trained, data):
+    out, _, _ = trained
+    experiment = load_run_experiment(out, "debug-vit", ["pretrain.max_steps=56"])
+    summary = pretrain(experiment, str(data), out, resume=True)
+    assert summary["steps"] == 56
+    resumed = [e for e in _events(out) if e["event"] == "resume"]
+    assert len(resumed) == 1 and resumed[0]["step"] == 48
+    rows = read_metrics(out)
+    assert [r["step"] for r in rows] == list(range(1, 57))
+    assert _ray_checkpoints(out)[-1].name == "checkpoint_000000056"
+
+
+def _kill_a_train_worker(run_dir, killed: list, stop: threading.Event) -> None:
+    """SIGKILL one Ray Train worker of this test process once Ray Train has registered checkpoint
+    10 (reports reach the controller asynchronously, every ~2 s)."""
+    me = psutil.Process()
+    snapshot = run_dir / "train" / "checkpoint_manager_snapshot.json"
+    while not stop.is_set() and not killed:
+        registered = snapshot.exists() and "checkpoint_000000010" in snapshot.read_text()
+        rows = read_metrics(run_dir) if registered else []
+        if rows:
+            for proc in me.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    if "RayTrainWorker" in " ".join(proc.cmdline()):
+                        proc.kill()
+                        killed.append((proc.pid, rows[-1]["step"]))
+                        return
+        time.sleep(0.05)
+
+
+def test_killed_worker_recovers_from_last_checkpoint(ray_local, tmp_path):
+    """bf16 + ZeRO-2, the full DeiT recipe, streamed data: a worker dies after checkpoint 10; the
+    run restarts from the last registered checkpoint and finishes with every step logged once."""
+    out = tmp_path / "run"
+    experiment = get_preset("debug-vit", ["pretrain.precision=bf16", "pretrain.zero_stage=2",
+                                          "pretrain.max_steps=60", "pretrain.checkpoint_every=10"])
+    killed, stop = [], threading.Event()
+    killer = threading.Thread(target=_kill_a_train_worker, args=(out, killed, stop))
+    killer.start()
+    try:
+        summary = pretrain(experiment, "stream", out)
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no train worker was seen running"
+    assert killed[0][1] < 60, "the run ended before the kill"
+    assert summary["steps"] == 60
+    resumed = [e for e in _events(out) if e["event"] == "resume"]
+    assert resumed, "the run did not restart from a checkpoint"
+    assert resumed[0]["step"] % 10 == 0 and 10 <= resumed[0]["step"] <= killed[0][1]
+    assert [r["step"] for r in read_metrics(out)] == list(range(1, 61))
+    assert (out / "model.safetensors").exists()
+
+
+# --- user errors: exit 2, one line, before any worker starts (no run folder is created) -----------
+@pytest.mark.parametrize(("args", "message"), [
+    (["--data", "{missing}"], "does not exist"),
+    (["--data", "{data}", "--set", "data.num_points=6000"], "holds other images"),
+    (["--data", "{data}", "--set", "pretrain.global_batch_size=33"], "multiple of num_workers"),
+    (["--data", "{data}", "--set", "pretrain.model=vit_tiny_patch16_24"], "vit_tiny_patch16_224"),
+    (["--data", "{data}", "--set", "pretrain.precision=fp16"], "fp16"),
+    (["--data", "{data}", "--set", "pretrain.global_batch_size=8192"], "images per pass"),
+    (["--data", "{data}", "--resume"], "no run to resume"),
+])
+def test_bad_input_fails_before_any_worker(data, tmp_path, capsys, args, message):
+    out = tmp_path / "run"
+    args = [a.format(data=data, missing=tmp_path / "missing") for a in args]
+    start = time.perf_counter()
+    assert main(["pretrain", "debug-vit", "--out", str(out), *args]) == 2
+    err = capsys.readouterr().err  # may hold log lines of this module's Ray too
+    lines = [line for line in err.splitlines() if line.startswith("fdsl pretrain")]
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in err, err
+    assert not out.exists()
+    assert time.perf_counter() - start < 30
+
+
+def test_tampered_shard_and_used_run_folder_are_refused(data, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    shard = next(copy.glob("shard-*.parquet"))
+    shard.write_bytes(shard.read_bytes()[:-10])
+    assert main(["pretrain", "debug-vit", "--data", str(copy), "--out", str(tmp_path / "a")]) == 2
+    assert "bad shard" in capsys.readouterr().err
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "experiment.json").write_text("{}")
+    assert main(["pretrain", "debug-vit", "--data", str(data), "--out", str(tmp_path / "b")]) == 2
+    assert "--resume" in capsys.readouterr().err

@@ -157,8 +157,9 @@ def cmd_pretrain(args) -> int:
     else:
         experiment = get_preset(args.preset, args.overrides)
     summary = pretrain(experiment, args.data, args.out, resume=args.resume, address=args.address)
-    print(f"pretrain: {summary['steps']} steps, loss {summary['loss']:.4f}, "
-          f"{summary['images_per_s']:.1f} images/s, {summary['seconds']:.0f} s -> {summary['model']}")
+    loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
+    print(f"pretrain: {summary['steps']} steps, loss {loss}, {summary['images_per_s']:.1f} images/s, "
+          f"{summary['seconds']:.0f} s -> {summary['model']}")
     return 0
 
 

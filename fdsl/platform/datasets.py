@@ -53,6 +53,11 @@ def _decode_batch(batch: dict, *, encoding: str, image_shape: list[int]) -> dict
             "instance": np.asarray(batch["instance"], dtype=np.int32)}
 
 
+READ_CPUS = 0.25
+"""CPUs reserved by a read or decode task: light work that must still fit beside training workers
+(a Tune trial with two 0.5-CPU Train workers leaves 0.9 of 2 CPUs, where 1-CPU reads would wait forever)."""
+
+
 def _read_parquet(paths: list[str]):
     """`ray.data.read_parquet`, avoiding a thread race of Ray 2.60's V2 reader when aiohttp is absent.
 
@@ -71,7 +76,7 @@ def _read_parquet(paths: list[str]):
     if use_v2 and importlib.util.find_spec("aiohttp") is None:
         ctx.use_datasource_v2 = False
     try:
-        return ray.data.read_parquet(paths)
+        return ray.data.read_parquet(paths, ray_remote_args={"num_cpus": READ_CPUS})
     finally:
         ctx.use_datasource_v2 = use_v2
 
@@ -86,7 +91,7 @@ def read_dataset(directory: str | os.PathLike, *, verify: bool = False):
     paths = [str(root / shard["file"]) for shard in manifest["shards"]]
     ds = _read_parquet(paths).select_columns(list(COLUMNS))
     decode = {"encoding": manifest["encoding"], "image_shape": manifest["image_shape"]}
-    return ds.map_batches(_decode_batch, batch_format="numpy", fn_kwargs=decode)
+    return ds.map_batches(_decode_batch, batch_format="numpy", fn_kwargs=decode, num_cpus=READ_CPUS)
 
 
 def stream_dataset(experiment):

@@ -352,7 +352,7 @@ def train_func(config: dict[str, Any]) -> None:
                 if cfg.precision == "bf16" and not cfg.use_deepspeed else None)
     out = Path(run_dir) if run_dir and rank == 0 else None
     curve, last_eval = [], None
-    wait_s = compute_s = 0.0
+    wait_s = compute_s = startup_s = 0.0  # waits for batches after the first; the first: pipeline start
     loss_sum, loss_count = torch.zeros((), device=device), 0
 
     def set_train_mode():
@@ -393,7 +393,10 @@ def train_func(config: dict[str, Any]) -> None:
         scheduler.step_update(step)
         loss_sum += loss.detach()
         loss_count += 1
-        wait_s += t1 - t0
+        if step == 1:
+            startup_s = t1 - t0
+        else:
+            wait_s += t1 - t0
         compute_s += time.perf_counter() - t1
         epoch, end_of_epoch = divmod(step, per_epoch)
         if end_of_epoch or not (epoch % cfg.eval_every == 0 or step == total):
@@ -410,7 +413,8 @@ def train_func(config: dict[str, Any]) -> None:
                "lr": optimizer.param_groups[0]["lr"],
                "train_images_per_s": round(images_done / max(compute_s, 1e-9), 1),
                "images_per_s": round(images_done / max(time.perf_counter() - start, 1e-9), 1),
-               "data_wait_fraction": round(wait_s / max(wait_s + compute_s, 1e-9), 4)}
+               "data_wait_fraction": round(wait_s / max(wait_s + compute_s, 1e-9), 4),
+               "data_startup_s": round(startup_s, 3)}
         loss_sum.zero_()
         loss_count = 0
         curve.append(row)
@@ -432,7 +436,8 @@ def train_func(config: dict[str, Any]) -> None:
                "linear_probe": cfg.linear_probe, "trained_parameters": trained,
                "throughput": {"train_images_per_s": final["train_images_per_s"],
                               "images_per_s": final["images_per_s"],
-                              "data_wait_fraction": final["data_wait_fraction"]},
+                              "data_wait_fraction": final["data_wait_fraction"],
+                              "data_startup_s": final["data_startup_s"]},
                "curve": curve}
     if num_classes <= 100:
         metrics["confusion"] = last_eval["confusion"].tolist()

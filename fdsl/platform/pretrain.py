@@ -188,7 +188,11 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
         data = ray.put({"image": np.stack([r["image"] for r in rows]),
                         "label": np.array([r["label"] for r in rows], dtype=np.int64)})
         size = cfg.pass_copies(num_images) * num_images
-        return ray.data.range(size, override_num_blocks=max(1, size // cfg.augment_batch_size)).map_batches(
+        # row ids as in-memory blocks: `ray.data.range` would run 1-CPU read tasks, which cannot be
+        # scheduled beside the Train workers of a Tune trial on a small machine
+        ids = ray.data.from_items([{"id": i} for i in range(size)],
+                                  override_num_blocks=max(1, size // cfg.augment_batch_size))
+        return ids.map_batches(
             _sample_and_augment, batch_format="numpy", batch_size=cfg.augment_batch_size,
             num_cpus=cfg.augment_cpus, fn_kwargs=dict(data=data, **augment))
     ds = source.random_shuffle() if cfg.shuffle == "global" else source.randomize_block_order()

@@ -168,16 +168,17 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable):
     if sweep.search == "optuna":
         from ray.tune.search.optuna import OptunaSearch
 
-        search = OptunaSearch(seed=sweep.seed)
+        search, limit = OptunaSearch(seed=sweep.seed), sweep.max_concurrent_trials  # Tune wraps it
     else:
-        search = BasicVariantGenerator(random_state=sweep.seed)
+        # a generator instance ignores TuneConfig.max_concurrent_trials: it takes its own limit
+        search = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
+        limit = None
     return tune.Tuner(
         trainable,
         param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir), "base": sweep.base,
                      "overrides": list(sweep.overrides)},
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
-                                    search_alg=search, scheduler=scheduler,
-                                    max_concurrent_trials=sweep.max_concurrent_trials),
+                                    search_alg=search, scheduler=scheduler, max_concurrent_trials=limit),
         run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(sweep_dir)))
 
 

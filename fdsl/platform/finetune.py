@@ -609,6 +609,8 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
         throughput = measure_loader(train_ds, cfg.loader_probe_images, cfg.micro_batch_size)
     loop["extra"]["throughput_probe"] = throughput
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
+    ingest = DataConfig.default_ingest_options()
+    ingest.preserve_order = True  # rows in id order: with per-batch seeds, one worker's run is reproducible
     trainer = TorchTrainer(
         train_func, train_loop_config=loop,
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
@@ -616,7 +618,7 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
         run_config=RunConfig(name=TRAIN_NAME, storage_path=str(out), callbacks=list(callbacks),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
         datasets={"train": train_ds, "val": val_ds},
-        dataset_config=DataConfig(datasets_to_split=["train"]))
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest))
     start = time.perf_counter()
     trainer.fit()
     metrics = read_finetune_metrics(out)

@@ -116,6 +116,11 @@ def run_trial(config: dict[str, Any]) -> None:
     name = ray.tune.get_context().get_trial_name()
     trial_dir = sweep_dir / TRIALS / name
     trial_dir.mkdir(parents=True, exist_ok=True)
+    if (trial_dir / TRIAL_FILE).is_file():
+        done = json.loads((trial_dir / TRIAL_FILE).read_text())
+        if done.get("status") == "done":  # finished before a crash that Tune's state did not see
+            ray.tune.report({k: v for k, v in done["metrics"].items() if isinstance(v, (int, float))})
+            return
     experiment = get_preset(config["base"], config["overrides"] + trial_overrides(params))
     record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {}}
     _preview(experiment, trial_dir / "preview.png")

@@ -57,6 +57,7 @@ def _done_trials(out: Path) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
+@pytest.mark.timeout(2400)  # 4 trials of pre-training + fine-tuning on 2 CPUs, run twice in part
 def test_asha_sweep_killed_and_resumed(tmp_path):
     """debug-variety: 4 trials (2 data sets x 2 fine-tune lr), ASHA, on the 2 CPUs of this machine.
 

@@ -7,6 +7,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -31,7 +32,10 @@ def _free_port() -> int:
 def head(tmp_path_factory):
     """A real head: token auth on, dashboard and jobs API on 127.0.0.1; always `ray stop` after."""
     port, dash = _free_port(), _free_port()
-    env = {**os.environ, "RAY_AUTH_MODE": "token"}
+    # the head runs with this venv first on PATH (as from an activated venv): job drivers run
+    # `python -m fdsl.jobs...` with the head's environment
+    env = {**os.environ, "RAY_AUTH_MODE": "token",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     start = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", str(port),
                             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
@@ -73,14 +77,16 @@ def test_generate_then_pretrain_jobs(head, tmp_path):
     data, run = tmp_path / "data", tmp_path / "run"
     gen = _submit(url, env, "fdsl-test-generate", "python", "-m", "fdsl.jobs.generate", "debug-fractaldb",
                   "--out", str(data), "--set", "synthesis.shard_rows=16")
-    assert "SUCCEEDED" in _status(url, env, "fdsl-test-generate"), gen.stdout[-3000:] + gen.stderr[-3000:]
+    status = _status(url, env, "fdsl-test-generate")
+    assert "succeeded" in status.lower(), status + gen.stdout[-3000:] + gen.stderr[-3000:]
     manifest = json.loads((data / "manifest.json").read_text())
     assert manifest["num_rows"] == 64 and manifest["num_shards"] == 4
 
     pre = _submit(url, env, "fdsl-test-pretrain", "python", "-m", "fdsl.jobs.pretrain", "debug-vit",
                   "--data", str(data), "--out", str(run), "--set", "pretrain.max_steps=6",
                   "--set", "synthesis.shard_rows=16")
-    assert "SUCCEEDED" in _status(url, env, "fdsl-test-pretrain"), pre.stdout[-3000:] + pre.stderr[-3000:]
+    status = _status(url, env, "fdsl-test-pretrain")
+    assert "succeeded" in status.lower(), status + pre.stdout[-3000:] + pre.stderr[-3000:]
     assert (run / "model.safetensors").is_file() and (run / "config.json").is_file()
 
 

@@ -351,6 +351,8 @@ def train_func(config: dict[str, Any]) -> None:
     autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
                 if cfg.precision == "bf16" and not cfg.use_deepspeed else None)
     out = Path(run_dir) if run_dir and rank == 0 else None
+    if out is not None:
+        (out / CURVE_FILE).unlink(missing_ok=True)  # a restarted worker group starts the curve again
     curve, last_eval = [], None
     wait_s = compute_s = startup_s = 0.0  # waits for batches after the first; the first: pipeline start
     loss_sum, loss_count = torch.zeros((), device=device), 0

@@ -105,8 +105,8 @@ class FinetuneConfig(Config):
     """Images the driver pulls through the augmentation pipeline alone to measure loader images/s; 0 skips."""
     eval_every: int = 1
     """Evaluate (and report to Ray/Tune) every N epochs; the last epoch always is."""
-    max_failures: int = 0
-    """Worker-group restarts before the run fails (fine-tuning restarts from the beginning)."""
+    max_failures: int = 1
+    """Worker-group restarts before the run fails (a restart fine-tunes again from the beginning)."""
     seed: int = 0
     """Seed of the low-data subset, the head's initialisation, the data order and augmentation."""
 

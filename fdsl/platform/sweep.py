@@ -174,10 +174,13 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable):
         from ray.tune.search.optuna import OptunaSearch
 
         search, limit = OptunaSearch(seed=sweep.seed), sweep.max_concurrent_trials  # Tune wraps it
-    else:
+    elif sweep.search == "random":
         # a generator instance ignores TuneConfig.max_concurrent_trials: it takes its own limit
+        # (known gap: a restored random sweep may lose it; see docs/sweeps.md)
         search = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
         limit = None
+    else:  # grid: Tune builds the generator from TuneConfig, whose limit a restore keeps
+        search, limit = None, sweep.max_concurrent_trials
     return tune.Tuner(
         trainable,
         param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir), "base": sweep.base,

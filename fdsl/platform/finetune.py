@@ -501,20 +501,6 @@ def _check_model(spec: dict, num_classes: int) -> None:
         raise ValueError(f"finetune.model: timm cannot build {arch!r} with {kwargs}: {err}") from None
 
 
-def _check_resources(cfg: FinetuneConfig) -> None:
-    import ray
-
-    have = ray.cluster_resources()
-    need = cfg.num_workers * cfg.cpus_per_worker + cfg.augment_cpus
-    if have.get("CPU", 0) < need:
-        raise ValueError(f"finetune.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
-                         f"{cfg.augment_cpus} for augmentation need {need:g} CPUs, the Ray cluster has "
-                         f"{have.get('CPU', 0):g}; lower num_workers, cpus_per_worker or augment_cpus")
-    if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
-        raise ValueError(f"finetune.use_gpu: {cfg.num_workers} GPU workers requested, the Ray cluster has "
-                         f"{have.get('GPU', 0):g} GPUs")
-
-
 def training_dataset(source: list, cfg: FinetuneConfig, num_train: int, img_size: int):
     """All epochs' training rows, augmented in Ray Data tasks (see fdsl.platform.target_stream)."""
     from fdsl.platform.target_stream import finetune_batch, stream_dataset
@@ -586,6 +572,7 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
+    from fdsl.platform.pretrain import check_resources
     from fdsl.platform.target_stream import eval_dataset, put_source
 
     loop, data = prepare_finetune(experiment, weights, dataset, out)
@@ -594,7 +581,7 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=True)
     if address is None:
-        _check_resources(cfg)
+        check_resources(cfg, "finetune")
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch, not bars
     head = loop["extra"]["head"]
     print(f"finetune: {spec['kind']} weights {spec['source']} -> {cfg.dataset} "

@@ -484,17 +484,22 @@ def _check_resume(saved, experiment) -> None:
                              "(its checkpoints depend on it)")
 
 
-def _check_resources(cfg: PretrainConfig) -> None:
+def check_resources(cfg, section: str = "pretrain") -> None:
+    """ValueError (naming `section`) when the Ray cluster cannot hold the run's workers and augmentation.
+
+    Shared by pre-training and fine-tuning: both configs have num_workers, cpus_per_worker,
+    augment_cpus and use_gpu.
+    """
     import ray
 
     have = ray.cluster_resources()
     need_cpu = cfg.num_workers * cfg.cpus_per_worker + cfg.augment_cpus
     if have.get("CPU", 0) < need_cpu:
-        raise ValueError(f"pretrain.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
+        raise ValueError(f"{section}.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
                          f"{cfg.augment_cpus} for augmentation need {need_cpu:g} CPUs, the Ray cluster has "
-                         f"{have.get('CPU', 0):g}; lower num_workers or cpus_per_worker")
+                         f"{have.get('CPU', 0):g}; lower num_workers, cpus_per_worker or augment_cpus")
     if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
-        raise ValueError(f"pretrain.use_gpu: {cfg.num_workers} GPU workers requested, the Ray cluster has "
+        raise ValueError(f"{section}.use_gpu: {cfg.num_workers} GPU workers requested, the Ray cluster has "
                          f"{have.get('GPU', 0):g} GPUs; set use_gpu=false or fewer num_workers")
 
 
@@ -554,7 +559,7 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     out = Path(loop_config["run_dir"])
     connect(address)
     if address is None and not os.environ.get("RAY_ADDRESS"):  # a local Ray: it will not grow
-        _check_resources(cfg)
+        check_resources(cfg)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar per pass per worker otherwise
     context.print_on_execution_start = False

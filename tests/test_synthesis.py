@@ -27,7 +27,7 @@ from fdsl.cli import main
 from fdsl.generators import build_generator
 from fdsl.platform.datasets import read_dataset, stream_dataset, validate_dataset_dir
 from fdsl.platform.manifest import verify_dataset
-from fdsl.platform.synthesis import generate
+from fdsl.platform.synthesis import MAX_SHARDS_PER_TASK, WAVES, generate, task_groups
 from fdsl.presets import get_preset
 
 # 8 classes x 64 instances in 4 shards of 128 rows: each render task runs ~0.5 s on one core, long
@@ -52,6 +52,17 @@ def reference(ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("reference") / "data"
     result = generate(get_preset("debug-fractaldb", SLOW), out, num_cpus=2)
     return out, result.manifest
+
+
+@pytest.mark.parametrize(("shards", "slots"), [(16, 2), (16, 1), (3, 8), (1000, 64), (21000, 64), (7, 2)])
+def test_task_groups_cover_every_shard_once_and_balance(shards, slots):
+    todo = list(range(5, 5 + shards))
+    groups = task_groups(todo, slots)
+    assert [k for g in groups for k in g] == todo  # contiguous, in order, each shard once
+    sizes = [len(g) for g in groups]
+    assert max(sizes) - min(sizes) <= 1 and max(sizes) <= MAX_SHARDS_PER_TASK
+    assert len(groups) >= min(shards, slots * WAVES)  # every slot gets work, more than once
+    assert task_groups([], slots) == []
 
 
 def _copy(reference, tmp_path):

@@ -23,7 +23,7 @@ class SynthesisConfig(Config):
     """Synthesis into `shard-NNNNN.parquet` files (Ray Data) and how training reads the images."""
 
     shard_rows: int = 1024
-    """Images per shard-NNNNN.parquet file (the last one may hold fewer); one Ray task writes one shard."""
+    """Images per shard-NNNNN.parquet file (the last one may hold fewer); one task writes several."""
     encoding: Literal["raw", "png"] = "raw"
     """`image` column: "raw" uint8 pixels in a zstd-compressed column (fastest, smallest) or "png" files."""
     compression_level: int = 3

@@ -25,6 +25,16 @@ def test_experiment_fields_have_docstrings():
     assert all(docs.get(f.name) for f in dataclasses.fields(Experiment))
 
 
+@pytest.mark.parametrize("section", ["synthesis", "pretrain", "finetune", "ssl"])
+def test_platform_config_fields_have_docstrings(section):
+    cls = type(getattr(Experiment(), section))
+    docs = field_docs(cls)  # fields of a base (the shared WorkersConfig) included
+    missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
+    assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
+    if section != "synthesis":
+        assert {"num_workers", "cpus_per_worker", "augment_cpus", "use_gpu"} <= set(docs)
+
+
 def test_override_types_are_checked():
     exp = get_preset("debug-fractaldb", ["data.num_classes=5", "data.seed=3", "draw_mode=point"])
     assert (exp.data.num_classes, exp.data.seed, exp.data.draw_mode) == (5, 3, "point")

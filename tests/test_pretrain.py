@@ -195,6 +195,19 @@ def test_bad_input_fails_before_any_worker(data, tmp_path, capsys, args, message
     assert time.perf_counter() - start < 30
 
 
+def test_local_ray_too_small_is_refused_before_any_worker(tmp_path):
+    """A local Ray that fdsl starts never grows: a run it cannot hold exits 2 instead of waiting."""
+    from conftest import run_fdsl
+
+    out = tmp_path / "run"
+    res = run_fdsl("pretrain", "debug-vit", "--data", "stream", "--out", str(out),
+                   "--set", "pretrain.cpus_per_worker=64")
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [line for line in res.stderr.splitlines() if line.startswith("fdsl pretrain")]
+    assert len(lines) == 1 and "pretrain.num_workers: 2 workers x 64.0 CPUs" in lines[0], res.stderr[-2000:]
+    assert "local Ray has" in lines[0] and not out.exists()
+
+
 def test_tampered_shard_and_used_run_folder_are_refused(data, tmp_path, capsys):
     import shutil
 

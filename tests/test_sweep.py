@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
-from fdsl.platform.sweep import count_generations
+import pytest
+from conftest import ROOT
+
+from fdsl.platform.report import collect_trials
+from fdsl.platform.sweep import COMPLETIONS, count_generations
 from fdsl.sweeps import SweepConfig, get_sweep, sweep_names
 
 
@@ -36,6 +46,69 @@ def test_bad_sweep_at_the_cli_exits_2(tmp_path):
     res = run_fdsl("sweep", "debug-variety", "--out", str(tmp_path / "s"), "--set", "num_samples=0")
     assert res.returncode == 2 and "num_samples: got 0" in res.stderr
     assert not (tmp_path / "s").exists()  # nothing started
+
+
+def _sweep_cmd(out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "fdsl.cli", "sweep", "debug-variety", "--out", str(out), *extra]
+
+
+def _done_trials(out: Path) -> int:
+    path = out / COMPLETIONS
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+@pytest.mark.timeout(2400)  # 4 trials of pre-training + fine-tuning on 2 CPUs, run twice in part
+def test_asha_sweep_killed_and_resumed(tmp_path):
+    """debug-variety: 4 trials (2 data sets x 2 fine-tune lr), ASHA, on the 2 CPUs of this machine.
+
+    The first run is killed (the whole process group: driver, Ray and trials) once a trial has
+    finished; `--resume` finishes the rest. No trial runs twice to completion, each data set is
+    generated once (the other trial with its parameters is a cache hit), and the report covers
+    every trial.
+    """
+    out = tmp_path / "sweep"
+    env = {**os.environ, "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "180"}
+    first = subprocess.Popen(_sweep_cmd(out), cwd=ROOT, env=env, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None and _done_trials(out) < 1:
+        time.sleep(2)
+    if first.poll() is None:
+        os.killpg(first.pid, signal.SIGKILL)
+    log = first.communicate(timeout=60)[0]
+    assert _done_trials(out) >= 1, log[-4000:]
+    done_before = _done_trials(out)
+
+    resumed = subprocess.run(_sweep_cmd(out, "--resume"), cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+
+    completions = [json.loads(line)["trial"] for line in (out / COMPLETIONS).read_text().splitlines()]
+    assert len(completions) == len(set(completions)), f"a trial ran twice to completion: {completions}"
+    assert len(completions) >= done_before
+    trials = collect_trials(out)
+    assert len(trials) == 4
+    assert {t["status"] for t in trials} <= {"done", "stopped"}
+    assert {(t["params"]["data.num_classes"], t["params"]["finetune.lr"]) for t in trials} == {
+        (4, 0.001), (4, 0.003), (8, 0.001), (8, 0.003)}
+    fingerprints = {t["dataset"]["fingerprint"] for t in trials}
+    assert len(fingerprints) == 2
+    assert sum(t["dataset"]["cache_hit"] for t in trials) >= 1
+    # one generation per data set (a generation the kill interrupted is finished under the same key)
+    assert 2 <= count_generations(out) <= 3
+    finished = [t for t in trials if t["status"] == "done"]
+    assert finished and all(0.0 <= t["metrics"]["finetune_top1"] <= 1.0 for t in finished)
+    csv_rows = (out / "trials.csv").read_text().strip().splitlines()
+    assert len(csv_rows) == 1 + 4
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") >= 2 + 4
+    # re-writing the report of a finished sweep is quick and recomputes nothing
+    start = time.perf_counter()
+    again = subprocess.run([sys.executable, "-m", "fdsl.cli", "report", str(out)], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "report.html" in again.stdout
+    assert time.perf_counter() - start < 60
+    assert _done_trials(out) == len(completions)
 
 
 def test_dataset_cache_hit_is_counted_once(tmp_path):

@@ -2,11 +2,33 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import ClassVar
 
 import numpy as np
 
 from fdsl.config import Config
+
+
+@dataclasses.dataclass
+class DatasetConfig(Config):
+    """What every formula data set's config starts with: counts, root seed, canvas size."""
+
+    num_classes: int = 1000
+    """Number of categories (classes)."""
+    num_instances: int = 1000
+    """Images per category."""
+    seed: int = 0
+    """Root seed: every random draw of the dataset derives from it."""
+    image_size: int = 224
+    """Side of the square canvas in pixels."""
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_range("num_classes", 1, 10_000_000)
+        self._check_range("num_instances", 1, 1_000_000)
+        self._check_range("seed", 0, 2**63 - 1)
+        self._check_range("image_size", 8, 8192)
 
 
 class Generator:

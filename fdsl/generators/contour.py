@@ -22,9 +22,8 @@ from typing import ClassVar
 import numba
 import numpy as np
 
-from fdsl.config import Config
 from fdsl.generators import perlin
-from fdsl.generators.base import Generator
+from fdsl.generators.base import DatasetConfig, Generator
 from fdsl.generators.rng import derive_seed, next_uniform
 
 REFERENCE_SIZE = 512
@@ -124,18 +123,12 @@ def randint(u: float, lo: int, hi: int) -> int:
 
 
 @dataclasses.dataclass
-class ContourConfig(Config):
+class ContourConfig(DatasetConfig):
     """What RCDB and VisualAtom share: counts, seed, canvas and the contour parameters' ranges.
 
     Lengths (radii, start_pos, noise strength, line width) are in pixels of a 512-pixel canvas.
     """
 
-    num_classes: int = 1000
-    """Number of categories (classes)."""
-    num_instances: int = 1000
-    """Images per category."""
-    seed: int = 0
-    """Root seed: every random draw of the dataset derives from it."""
     image_size: int = 512
     """Side of the square canvas in pixels (the drawing scales with it; 512 is the originals')."""
     vertex_min: int = 3
@@ -169,10 +162,6 @@ class ContourConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        self._check_range("num_classes", 1, 10_000_000)
-        self._check_range("num_instances", 1, 1_000_000)
-        self._check_range("seed", 0, 2**63 - 1)
-        self._check_range("image_size", 8, 8192)
         self._check_range("vertex_min", 3, 100_000)
         self._check_range("vertex_max", 3, 100_000)
         self._check_order("vertex_min", "vertex_max")

@@ -24,26 +24,18 @@ from typing import Literal
 
 import numpy as np
 
-from fdsl.config import Config
 from fdsl.generators import ifs3d, register
-from fdsl.generators.base import Generator
+from fdsl.generators.base import DatasetConfig, Generator
 from fdsl.generators.rng import derive_seed, uniforms
 
 NUM_PARAMS = 12
 
 
 @dataclasses.dataclass
-class ExFractalDBConfig(Config):
+class ExFractalDBConfig(DatasetConfig):
     """ExFractalDB: searched 3-D IFS categories, weight rows x random viewpoints as instances."""
 
-    num_classes: int = 1000
-    """Number of categories (classes)."""
-    num_instances: int = 1000
-    """Images per category."""
-    seed: int = 0
-    """Root seed: every random draw of the dataset derives from it."""
     image_size: int = 224
-    """Side of the square canvas in pixels."""
     num_maps_min: int = 2
     """Fewest affine maps per system."""
     num_maps_max: int = 7
@@ -80,10 +72,6 @@ class ExFractalDBConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        self._check_range("num_classes", 1, 10_000_000)
-        self._check_range("num_instances", 1, 1_000_000)
-        self._check_range("seed", 0, 2**63 - 1)
-        self._check_range("image_size", 8, 8192)
         self._check_range("num_maps_min", 2, 16)
         self._check_range("num_maps_max", 2, 16)
         self._check_order("num_maps_min", "num_maps_max")

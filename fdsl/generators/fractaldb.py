@@ -20,26 +20,18 @@ from typing import Literal
 
 import numpy as np
 
-from fdsl.config import Config
 from fdsl.generators import ifs, register
-from fdsl.generators.base import Generator
+from fdsl.generators.base import DatasetConfig, Generator
 from fdsl.generators.rng import derive_seed
 
 NUM_FLIPS = 4
 
 
 @dataclasses.dataclass
-class IFSConfig(Config):
+class IFSConfig(DatasetConfig):
     """What every 2-D IFS dataset shares: counts, seed, canvas, drawing and category search."""
 
-    num_classes: int = 1000
-    """Number of categories (classes)."""
-    num_instances: int = 1000
-    """Images per category."""
-    seed: int = 0
-    """Root seed: every random draw of the dataset derives from it."""
     image_size: int = 362
-    """Side of the square canvas in pixels."""
     pad: int = 6
     """Margin in pixels between the fractal's bounding box and the canvas edge."""
     num_points: int = 200_000
@@ -73,10 +65,6 @@ class IFSConfig(Config):
 
     def validate(self) -> None:
         super().validate()
-        self._check_range("num_classes", 1, 10_000_000)
-        self._check_range("num_instances", 1, 1_000_000)
-        self._check_range("seed", 0, 2**63 - 1)
-        self._check_range("image_size", 8, 8192)
         self._check_range("pad", 0, self.image_size // 4)
         self._check_range("num_points", 1, 100_000_000)
         self._check_choice("draw_mode", ["patch", "point"])

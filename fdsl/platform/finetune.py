@@ -572,16 +572,13 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
-    from fdsl.platform.pretrain import check_resources
+    from fdsl.platform.pretrain import connect_checked
     from fdsl.platform.target_stream import eval_dataset, put_source
 
     loop, data = prepare_finetune(experiment, weights, dataset, out)
     cfg, spec = experiment.finetune, loop["weights"]
     out = Path(loop["run_dir"])
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
-    if address is None:
-        check_resources(cfg, "finetune")
+    connect_checked(cfg, "finetune", address)
     ray.data.DataContext.get_current().enable_progress_bars = False  # one line per epoch, not bars
     head = loop["extra"]["head"]
     print(f"finetune: {spec['kind']} weights {spec['source']} -> {cfg.dataset} "

@@ -12,14 +12,14 @@ import dataclasses
 import math
 from typing import Literal
 
-from fdsl.config import Config
+from fdsl.platform.workers_config import WorkersConfig
 
 OPTIMIZERS = ("sgd", "adamw")
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 @dataclasses.dataclass
-class FinetuneConfig(Config):
+class FinetuneConfig(WorkersConfig):
     """Supervised fine-tuning of pre-trained (or scratch) weights on a target set (Ray Train)."""
 
     # -- target data -----------------------------------------------------------------------------------
@@ -81,22 +81,12 @@ class FinetuneConfig(Config):
     """Random erasing probability per image; 0 disables it."""
 
     # -- Ray Train / DeepSpeed -------------------------------------------------------------------------
-    num_workers: int = 1
-    """Ray Train workers (one per GPU with use_gpu)."""
-    cpus_per_worker: float = 1.0
-    """CPUs each training worker reserves in Ray."""
-    threads_per_worker: int = 0
-    """torch intra-op threads per worker; 0 keeps Ray's default (the worker's CPUs, at least 1)."""
-    use_gpu: bool = False
-    """One GPU per worker (NCCL); false: CPU workers (gloo)."""
     use_deepspeed: bool = False
     """Wrap the model in DeepSpeed (ZeRO, bf16) instead of torch DDP."""
     zero_stage: int = 0
     """DeepSpeed ZeRO stage 0-2 (use_deepspeed only)."""
     precision: Literal["bf16", "fp16", "fp32"] = "fp32"
     """Training precision; fp16 needs GPUs and DeepSpeed; bf16 also runs on CPU (autocast w/o DeepSpeed)."""
-    augment_cpus: float = 1.0
-    """CPUs each Ray Data augmentation task reserves."""
     augment_batch_size: int = 256
     """Images per augmentation task call."""
     prefetch_batches: int = 4
@@ -127,7 +117,6 @@ class FinetuneConfig(Config):
                              f"({self.patch_size})")
         self._check_range("drop_path_rate", 0.0, 1.0)
         self._check_range("epochs", 1, 10**6)
-        self._check_range("num_workers", 1, 100_000)
         self._check_range("global_batch_size", 1, 10_000_000)
         if self.global_batch_size % self.num_workers:
             raise ValueError(f"global_batch_size: got {self.global_batch_size}, expected a multiple of "
@@ -152,8 +141,6 @@ class FinetuneConfig(Config):
         if self.mixes and self.micro_batch_size % 2:
             raise ValueError(f"global_batch_size: got {self.global_batch_size}, expected an even micro "
                              f"batch for Mixup/CutMix (micro batch is {self.micro_batch_size})")
-        self._check_range("cpus_per_worker", 0.01, 1024)
-        self._check_range("threads_per_worker", 0, 1024)
         self._check_range("zero_stage", 0, 2)  # the export reads full parameters (ZeRO-3 would need a gather)
         self._check_choice("precision", PRECISIONS)
         if self.precision == "fp16" and not (self.use_gpu and self.use_deepspeed):
@@ -161,7 +148,6 @@ class FinetuneConfig(Config):
                              "and use_deepspeed=true)")
         if self.zero_stage and not self.use_deepspeed:
             raise ValueError(f"zero_stage: got {self.zero_stage}, expected 0 without use_deepspeed=true")
-        self._check_range("augment_cpus", 0.01, 1024)
         self._check_range("augment_batch_size", 1, 100_000)
         self._check_range("prefetch_batches", 0, 1024)
         self._check_range("loader_probe_images", 0, 10**8)

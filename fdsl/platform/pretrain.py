@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from fdsl.platform.pretrain_config import PretrainConfig, deepspeed_config
+from fdsl.platform.workers_config import WorkersConfig
 
 CKPT_TAG = "state"
 """DeepSpeed's tag (sub-folder) of the state inside each Ray checkpoint folder."""
@@ -484,23 +485,32 @@ def _check_resume(saved, experiment) -> None:
                              "(its checkpoints depend on it)")
 
 
-def check_resources(cfg, section: str = "pretrain") -> None:
-    """ValueError (naming `section`) when the Ray cluster cannot hold the run's workers and augmentation.
+def connect_checked(cfg: WorkersConfig, section: str, address: str | None = None) -> None:
+    """Join or start Ray (`synthesis.connect`); a local Ray started here must hold the run.
 
-    Shared by pre-training and fine-tuning: both configs have num_workers, cpus_per_worker,
-    augment_cpus and use_gpu.
+    Shared by pre-training, fine-tuning and SSL (their configs extend `WorkersConfig`). Only a
+    local Ray this call starts is checked: it never grows, so a run it cannot hold would wait for
+    resources forever. A cluster joined by address or as a Ray job may autoscale (its GPU pool can
+    sit at 0 nodes until the trainers ask), and a Ray already running in this process belongs to
+    the caller (a test, a Tune trial): those are not refused. ValueError naming `section` when the
+    local Ray is too small.
     """
     import ray
 
-    have = ray.cluster_resources()
-    need_cpu = cfg.num_workers * cfg.cpus_per_worker + cfg.augment_cpus
+    from fdsl.platform.synthesis import connect
+
+    if not connect(address):
+        return
+    have, need_cpu = ray.cluster_resources(), cfg.cpus_needed()
     if have.get("CPU", 0) < need_cpu:
         raise ValueError(f"{section}.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
-                         f"{cfg.augment_cpus} for augmentation need {need_cpu:g} CPUs, the Ray cluster has "
-                         f"{have.get('CPU', 0):g}; lower num_workers, cpus_per_worker or augment_cpus")
+                         f"{cfg.augment_cpus} for augmentation need {need_cpu:g} CPUs, this machine's "
+                         f"local Ray has {have.get('CPU', 0):g}; lower num_workers, cpus_per_worker or "
+                         "augment_cpus, or pass --address of a larger cluster")
     if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
-        raise ValueError(f"{section}.use_gpu: {cfg.num_workers} GPU workers requested, the Ray cluster has "
-                         f"{have.get('GPU', 0):g} GPUs; set use_gpu=false or fewer num_workers")
+        raise ValueError(f"{section}.use_gpu: {cfg.num_workers} GPU workers requested, this machine's local "
+                         f"Ray has {have.get('GPU', 0):g} GPUs; set use_gpu=false or fewer num_workers, or "
+                         "pass --address of a cluster with GPUs")
 
 
 def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool = False) -> dict:
@@ -552,14 +562,11 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
-    from fdsl.platform.synthesis import connect
 
     loop_config = prepare_run(experiment, data, out, resume=resume)
     cfg = experiment.pretrain
     out = Path(loop_config["run_dir"])
-    connect(address)
-    if address is None and not os.environ.get("RAY_ADDRESS"):  # a local Ray: it will not grow
-        check_resources(cfg)
+    connect_checked(cfg, "pretrain", address)
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # one bar per pass per worker otherwise
     context.print_on_execution_start = False

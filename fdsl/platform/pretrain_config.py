@@ -11,13 +11,13 @@ import dataclasses
 import math
 from typing import Literal
 
-from fdsl.config import Config
+from fdsl.platform.workers_config import WorkersConfig
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 
 
 @dataclasses.dataclass
-class PretrainConfig(Config):
+class PretrainConfig(WorkersConfig):
     """Supervised pre-training of a timm model on a formula data set (Ray Train + DeepSpeed)."""
 
     # -- model ------------------------------------------------------------------------------------
@@ -94,22 +94,12 @@ class PretrainConfig(Config):
     min_pass_images: int = 2048
     """A smaller data set is repeated (each copy augmented anew) and permuted in one block to make a
     Ray Data pass of at least this many images: a pass costs seconds to start."""
-    augment_cpus: float = 1.0
-    """CPUs each Ray Data augmentation task reserves (decoding and augmentation run as Ray tasks)."""
     augment_batch_size: int = 256
     """Images per augmentation task call."""
     prefetch_batches: int = 4
     """Micro batches each worker prefetches from Ray Data while it computes."""
 
     # -- Ray Train ---------------------------------------------------------------------------------
-    num_workers: int = 1
-    """Ray Train workers (one per GPU with use_gpu)."""
-    use_gpu: bool = False
-    """One GPU per worker (NCCL); false: CPU workers (gloo)."""
-    cpus_per_worker: float = 1.0
-    """CPUs each training worker reserves in Ray (leave some for the augmentation tasks)."""
-    threads_per_worker: int = 0
-    """torch intra-op threads per worker; 0 keeps Ray's default (the worker's CPUs, at least 1)."""
     checkpoint_every: int = 1000
     """Save a checkpoint (DeepSpeed model, optimizer, scheduler, step, RNG) every N optimizer steps."""
     keep_checkpoints: int = 2
@@ -139,7 +129,6 @@ class PretrainConfig(Config):
         if self.norm_mean is not None:
             self._check_range("norm_mean", 0.0, 1.0)
             self._check_range("norm_std", 1e-3, 1.0)
-        self._check_range("num_workers", 1, 100_000)
         self._check_range("grad_accum_steps", 1, 100_000)
         self._check_range("global_batch_size", 1, 10_000_000)
         per_step = self.num_workers * self.grad_accum_steps
@@ -179,11 +168,8 @@ class PretrainConfig(Config):
         self._check_choice("shuffle", ["global", "local"])
         self._check_range("shuffle_buffer", 0, 10**8)
         self._check_range("min_pass_images", 1, 10**9)
-        self._check_range("augment_cpus", 0.01, 1024)
         self._check_range("augment_batch_size", 1, 100_000)
         self._check_range("prefetch_batches", 0, 1024)
-        self._check_range("cpus_per_worker", 0.01, 1024)
-        self._check_range("threads_per_worker", 0, 1024)
         self._check_range("checkpoint_every", 1, 10**9)
         self._check_range("keep_checkpoints", 1, 1000)
         self._check_range("max_failures", 0, 1000)

@@ -394,21 +394,14 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
+    from fdsl.platform.pretrain import connect_checked
     from fdsl.platform.target_stream import put_source, stream_dataset
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     loop, data = prepare_ssl(experiment, dataset, out)
     cfg, spec = experiment.ssl, loop["model"]
     out = Path(loop["run_dir"])
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=True)
-    if address is None:
-        have = ray.cluster_resources().get("CPU", 0)
-        need = cfg.num_workers * cfg.cpus_per_worker + cfg.augment_cpus
-        if have < need:
-            raise ValueError(f"ssl.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
-                             f"{cfg.augment_cpus} for augmentation need {need:g} CPUs, the Ray cluster "
-                             f"has {have:g}; lower num_workers, cpus_per_worker or augment_cpus")
+    connect_checked(cfg, "ssl", address)
     ray.data.DataContext.get_current().enable_progress_bars = False
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2) + "\n")

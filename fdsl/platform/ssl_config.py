@@ -10,11 +10,11 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from fdsl.config import Config
+from fdsl.platform.workers_config import WorkersConfig
 
 
 @dataclasses.dataclass
-class SSLConfig(Config):
+class SSLConfig(WorkersConfig):
     """DINO self-distillation on the (unlabelled) training split of a target set (Ray Train)."""
 
     # -- data ------------------------------------------------------------------------------------------
@@ -96,16 +96,6 @@ class SSLConfig(Config):
     """Epochs during which the head's last layer gets no update (DINO)."""
 
     # -- Ray -------------------------------------------------------------------------------------------
-    num_workers: int = 1
-    """Ray Train workers (torch DDP)."""
-    cpus_per_worker: float = 1.0
-    """CPUs each training worker reserves in Ray."""
-    threads_per_worker: int = 0
-    """torch intra-op threads per worker; 0 keeps Ray's default."""
-    use_gpu: bool = False
-    """One GPU per worker; false: CPU workers (gloo)."""
-    augment_cpus: float = 1.0
-    """CPUs each Ray Data multi-crop task reserves."""
     augment_batch_size: int = 128
     """Images per multi-crop task call."""
     prefetch_batches: int = 2
@@ -142,7 +132,6 @@ class SSLConfig(Config):
         for name in ("hflip", "color_jitter", "blur", "solarize"):
             self._check_range(name, 0.0, 1.0)
         self._check_range("epochs", 1, 10**6)
-        self._check_range("num_workers", 1, 100_000)
         self._check_range("global_batch_size", 2, 10_000_000)
         if self.global_batch_size % self.num_workers:
             raise ValueError(f"global_batch_size: got {self.global_batch_size}, expected a multiple of "
@@ -154,9 +143,6 @@ class SSLConfig(Config):
         self._check_range("weight_decay_end", 0.0, 10.0)
         self._check_range("clip_grad", 0.0, 1e6)
         self._check_range("freeze_last_layer_epochs", 0, 10**6)
-        self._check_range("cpus_per_worker", 0.01, 1024)
-        self._check_range("threads_per_worker", 0, 1024)
-        self._check_range("augment_cpus", 0.01, 1024)
         self._check_range("augment_batch_size", 1, 100_000)
         self._check_range("prefetch_batches", 0, 1024)
         self._check_range("seed", 0, 2**31 - 1)

@@ -175,8 +175,8 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable):
 
         search, limit = OptunaSearch(seed=sweep.seed), sweep.max_concurrent_trials  # Tune wraps it
     elif sweep.search == "random":
-        # a generator instance ignores TuneConfig.max_concurrent_trials: it takes its own limit
-        # (known gap: a restored random sweep may lose it; see docs/sweeps.md)
+        # a generator instance ignores TuneConfig.max_concurrent_trials: it takes its own limit,
+        # which its saved state keeps for a restore
         search = BasicVariantGenerator(random_state=sweep.seed, max_concurrent=sweep.max_concurrent_trials)
         limit = None
     else:  # grid: Tune builds the generator from TuneConfig, whose limit a restore keeps

@@ -73,9 +73,10 @@ class SynthesisResult:
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join the Ray cluster at `address`, or start a local Ray; True if this call started it.
+    """Join the Ray cluster at `address`, or start a local Ray; True if this call started a local Ray.
 
-    Does nothing when Ray is already initialised (e.g. in tests or inside a Ray job's driver).
+    Does nothing when Ray is already initialised (e.g. in tests or inside a Tune trial). Inside
+    `ray job submit` (RAY_ADDRESS set) it joins the job's cluster.
     """
     import ray
 
@@ -92,10 +93,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
             ray.init(address=address, runtime_env=runtime_env)
         except ConnectionError as err:
             raise ValueError(f"address: cannot join a Ray cluster at {address!r} ({err})") from None
-    elif os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
+        return False
+    if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
         ray.init()
-    else:  # "local": a new Ray of our own, even if another one runs on this machine
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+        return False
+    # "local": a new Ray of our own, even if another one runs on this machine
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
     return True
 
 

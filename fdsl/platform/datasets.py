@@ -76,7 +76,7 @@ def _read_parquet(paths: list[str]):
     if use_v2 and importlib.util.find_spec("aiohttp") is None:
         ctx.use_datasource_v2 = False
     try:
-        return ray.data.read_parquet(paths, ray_remote_args={"num_cpus": READ_CPUS})
+        return ray.data.read_parquet(paths, num_cpus=READ_CPUS)
     finally:
         ctx.use_datasource_v2 = use_v2
 

@@ -102,6 +102,17 @@ def test_timm_weights_come_from_the_local_cache_only(tmp_path, monkeypatch):
     assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
 
 
+def test_weights_fine_tune_at_another_img_size(tmp_path):
+    """32 px weights at 48 px: timm resamples the position embedding, every other tensor is kept."""
+    state = export_weights(tmp_path / "w", 8)
+    spec = resolve_weights(str(tmp_path / "w"), debug("finetune.img_size=48").finetune, None)
+    assert (spec["img_size"], spec["weights_img_size"]) == (48, 32)
+    model = build_model(spec, 10)
+    assert model.pos_embed.shape[1] == 1 + (48 // 4) ** 2 != state["pos_embed"].shape[1]
+    assert torch.equal(model.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])
+    assert model(torch.zeros(1, 3, 48, 48)).shape == (1, 10)
+
+
 def test_bad_input_fails_before_any_worker(tmp_path):
     export_weights(tmp_path / "w", 8)
     with pytest.raises(FileNotFoundError, match="not a finished run"):
@@ -110,8 +121,8 @@ def test_bad_input_fails_before_any_worker(tmp_path):
         prepare_finetune(debug(), "scratch", "mnist", tmp_path / "o2")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         prepare_finetune(debug(), "scratch", "idx:/no/such/folder", tmp_path / "o3")
-    with pytest.raises(ValueError, match="img_size"):
-        prepare_finetune(debug("finetune.img_size=64"), str(tmp_path / "w"), "digits", tmp_path / "o4")
+    with pytest.raises(ValueError, match="finetune.img_size: got 30, expected 0 .* patch size 4"):
+        prepare_finetune(debug("finetune.img_size=30"), str(tmp_path / "w"), "digits", tmp_path / "o4")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "model.safetensors").write_bytes(b"not safetensors")

@@ -134,11 +134,13 @@ def resolve_weights(weights: str, cfg: FinetuneConfig, pretrain_cfg) -> dict[str
     except (ValueError, KeyError, TypeError) as err:
         raise ValueError(f"{config_path}: not a weights config of fdsl ({err})") from None
     _check_safetensors(file)
-    if cfg.img_size and cfg.img_size != size:
-        raise ValueError(f"finetune.img_size: got {cfg.img_size}, expected 0 or {size}, the img_size the "
-                         f"weights in {file} were trained at")
+    if cfg.img_size and patch and cfg.img_size % int(patch):
+        raise ValueError(f"finetune.img_size: got {cfg.img_size}, expected 0 (the weights' {size}) or a "
+                         f"multiple of their patch size {patch}")
+    # another img_size than the weights': timm resamples the position embedding when it loads them
     return {"kind": "run", "source": weights, "file": str(file.absolute()), "num_classes": num_classes,
-            "architecture": arch, "img_size": size, "patch_size": patch,
+            "architecture": arch, "img_size": cfg.img_size or size, "weights_img_size": size,
+            "patch_size": patch,
             "mean": config.get("mean"), "std": config.get("std")}
 
 
@@ -166,7 +168,8 @@ def build_model(spec: dict[str, Any], num_classes: int, drop_path_rate: float = 
                                  img_size=spec["img_size"], drop_path_rate=drop_path_rate)
     from fdsl.platform.pretrain import load_pretrained
 
-    return load_pretrained(spec["file"], num_classes=num_classes, drop_path_rate=drop_path_rate)
+    return load_pretrained(spec["file"], num_classes=num_classes, img_size=spec["img_size"],
+                           drop_path_rate=drop_path_rate)
 
 
 def head_info(spec: dict[str, Any], num_classes: int) -> dict[str, Any]:

@@ -34,7 +34,8 @@ class FinetuneConfig(WorkersConfig):
     model: str = ""
     """timm architecture of a `scratch` run; empty: the experiment's `pretrain.model`."""
     img_size: int = 0
-    """Input side in pixels; 0: the weights' img_size (scratch: `pretrain.img_size`)."""
+    """Input side in pixels; 0: the weights' img_size (scratch: `pretrain.img_size`); another size
+    resamples the weights' position embedding (timm)."""
     patch_size: int = 0
     """ViT patch side of a `scratch` run; 0: `pretrain.patch_size` (weights bring their own)."""
     drop_path_rate: float = 0.1

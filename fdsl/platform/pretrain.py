@@ -91,7 +91,8 @@ def check_model(cfg: PretrainConfig, num_classes: int) -> int:
 def load_pretrained(run_or_file: str | os.PathLike, num_classes: int | None = None, **kwargs):
     """The exported model of a run as a timm model, through timm's own pretrained-file path.
 
-    `num_classes` other than the pre-training's gives a freshly initialised head (fine-tuning).
+    `num_classes` other than the pre-training's gives a freshly initialised head (fine-tuning);
+    `img_size=` another input size (the position embedding is resampled by timm's loader).
     """
     import timm
 
@@ -104,9 +105,9 @@ def load_pretrained(run_or_file: str | os.PathLike, num_classes: int | None = No
     config = json.loads(config_path.read_text())
     n = config["num_classes"] if num_classes is None else num_classes
     overlay = dict(file=str(weights), num_classes=config["num_classes"])
+    kwargs.setdefault("img_size", config["img_size"])  # another size: timm resamples the pos. embedding
     return timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=overlay,
-                             num_classes=n, img_size=config["img_size"], patch_size=config["patch_size"],
-                             **kwargs)
+                             num_classes=n, patch_size=config["patch_size"], **kwargs)
 
 
 # --- the data path (runs in Ray Data tasks) ----------------------------------------------------

@@ -119,6 +119,19 @@ def test_exported_safetensors_reproduce_the_logits(trained):
     torch.testing.assert_close(finetune.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
 
 
+def test_same_config_same_losses_on_one_worker(data, tmp_path):
+    """A streamed small set is seeded row by row (draws and augmentation, Mixup/CutMix on the worker):
+    two one-worker runs of the same config see the same images and log the same losses."""
+    experiment = get_preset("debug-vit", ["pretrain.num_workers=1", "pretrain.max_steps=6",
+                                          "pretrain.cpus_per_worker=0.5"])
+    runs = []
+    for name in ("a", "b"):
+        pretrain(experiment, str(data), tmp_path / name)
+        runs.append([row["loss"] for row in read_metrics(tmp_path / name)])
+    assert len(runs[0]) == 6 and len(set(runs[0])) > 1
+    assert runs[0] == runs[1]
+
+
 def test_resume_continues_at_its_step(trained, data):
     out, _, _ = trained
     experiment = load_run_experiment(out, "debug-vit", ["pretrain.max_steps=56"])

@@ -7,7 +7,7 @@ Data path (Ray Data tasks, off the training loop): the data set (`read_dataset` 
 folder, or `stream_dataset` rendering on the fly) -> shuffle -> `augment_batch` (gray to RGB,
 RandomResizedCrop, RandAugment, repeated augmentation; uint8 out) -> each worker's
 `get_dataset_shard("train").iter_torch_batches` with prefetching. (A small data set is held in the
-object store and sampled per pass instead: see `training_dataset`.) On the worker: normalise, random
+object store and streamed with seeded draws instead: see `training_dataset`.) On the worker: normalise, random
 erasing, Mixup/CutMix with label smoothing (timm's batch-level components, as timm's own GPU
 prefetcher does), then DeepSpeed forward/backward/step, timm's cosine-with-warm-up schedule.
 
@@ -161,42 +161,56 @@ def open_source(experiment, data: str):
     return stream_dataset(experiment) if data == "stream" else read_dataset(data)
 
 
-def _sample_and_augment(batch: dict[str, np.ndarray], *, data, **augment) -> dict[str, np.ndarray]:
-    """Ray Data adapter for small data sets: row ids -> images drawn from `data` (an object-store
-    copy of the whole set), each whole permutation of the set at a time, then `augment_batch`."""
+def _sample_and_augment(batch: dict[str, np.ndarray], *, data, seed: int, **augment) -> dict[str, np.ndarray]:
+    """Ray Data adapter for small data sets: run-long row ids -> images of `data` (an object-store
+    copy of the whole set), augmented by `augment_batch`.
+
+    Row i is image perm_e[i mod N] of the seeded permutation of epoch e = i // N, and the batch
+    seeds its augmentation RNGs from (seed, first row): the stream's bytes depend on the config only.
+    """
     import ray
 
+    from fdsl.platform.target_stream import seed_batch, stream_indices
+
     held = ray.get(data)
-    size, wanted = len(held["label"]), len(batch["id"])
-    rng = np.random.default_rng()
-    order = np.concatenate([rng.permutation(size) for _ in range(-(-wanted // size))])[:wanted]
+    ids = np.asarray(batch["id"], dtype=np.int64)
+    seed_batch(seed, int(ids[0]))
+    order = stream_indices(ids, len(held["label"]), seed)
     return augment_batch({"image": held["image"][order], "label": held["label"][order]}, **augment)
+
+
+def streams_small_set(cfg: PretrainConfig, num_images: int) -> bool:
+    """Whether the set is small enough to be held in the object store and streamed (see below)."""
+    return cfg.pass_copies(num_images) > 1
 
 
 def training_dataset(source, cfg: PretrainConfig, num_images: int):
     """The Ray Dataset the trainer splits over its workers: shuffled, augmented, uint8 CHW.
 
-    A data set smaller than `cfg.min_pass_images` is read once into the object store, and each pass
-    draws `min_pass_images` images from it (whole permutations of the set, augmented anew) in
-    parallel blocks: no per-pass read or all-to-all shuffle, whose start-up would cost seconds
-    every few steps.
+    A data set smaller than `cfg.min_pass_images` is read once into the object store and streamed:
+    one pass of run-long row ids (the run's total_steps x global_batch_size images), each row a
+    seeded draw with seeded augmentation, in parallel blocks; no per-epoch read or all-to-all
+    shuffle, whose start-up would cost seconds every few steps. A larger set is read and shuffled
+    anew every pass (Ray Data's shuffle and the augmentation tasks' draws are not seeded).
     """
     import ray
 
     augment = dict(img_size=cfg.img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
                    hflip=cfg.hflip, repeats=cfg.repeated_aug)
-    if cfg.pass_copies(num_images) > 1:
+    if streams_small_set(cfg, num_images):
         rows = source.take_all()
+        rows.sort(key=lambda r: (int(r["label"]), int(r["instance"])))  # the set's order, not the read's
         data = ray.put({"image": np.stack([r["image"] for r in rows]),
                         "label": np.array([r["label"] for r in rows], dtype=np.int64)})
-        size = cfg.pass_copies(num_images) * num_images
+        images = cfg.schedule(num_images)["total_steps"] * cfg.global_batch_size
+        size = -(-images // cfg.repeated_aug)  # each id gives repeated_aug augmented copies
         # row ids as in-memory blocks: `ray.data.range` would run 1-CPU read tasks, which cannot be
         # scheduled beside the Train workers of a Tune trial on a small machine
         ids = ray.data.from_items([{"id": i} for i in range(size)],
                                   override_num_blocks=max(1, size // cfg.augment_batch_size))
         return ids.map_batches(
             _sample_and_augment, batch_format="numpy", batch_size=cfg.augment_batch_size,
-            num_cpus=cfg.augment_cpus, fn_kwargs=dict(data=data, **augment))
+            num_cpus=cfg.augment_cpus, fn_kwargs=dict(data=data, seed=cfg.seed, **augment))
     ds = source.random_shuffle() if cfg.shuffle == "global" else source.randomize_block_order()
     return ds.map_batches(augment_batch, batch_format="numpy", batch_size=cfg.augment_batch_size,
                           num_cpus=cfg.augment_cpus, fn_kwargs=augment)
@@ -559,7 +573,7 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     times; `resume=True` continues the run in `out` from its last checkpoint) and returns a summary.
     """
     import ray.data
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
@@ -575,8 +589,12 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2) + "\n")
     resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
+    ingest = DataConfig.default_ingest_options()
+    # a streamed small set is seeded row by row: keep its order, so a one-worker run is reproducible
+    ingest.preserve_order = streams_small_set(cfg, loop_config["num_images"])
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,
+        dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),
         scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
                                      resources_per_worker=resources),
         run_config=RunConfig(name=TRAIN_NAME, storage_path=str(out),

@@ -240,14 +240,14 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from fdsl.platform.sweep import run_sweep
+    from fdsl.platform.sweep import describe_best, run_sweep
     from fdsl.sweeps import get_sweep
 
     summary = run_sweep(get_sweep(args.sweep, args.overrides), args.sweep, args.out, resume=args.resume,
                         address=args.address)
     print(f"sweep: {summary['trials']} trials ({summary['errors']} failed) in {summary['seconds']:.0f} s, "
-          f"{summary['generations']} data sets generated; best {summary['best_metric']} with "
-          f"{summary['best_params']}\nreport: {summary['report']}")
+          f"{summary['generations']} data sets generated; {describe_best(summary)}\n"
+          f"report: {summary['report']}")
     return 0
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdsl.platform.report import collect_trials, write_report
+from fdsl.platform.report import collect_trials, curve_label, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -50,6 +50,13 @@ def test_report_files(tmp_path):
     assert "src='plots/" not in html  # self-contained
     assert paths["plot_metric_vs_params"].stat().st_size > 1000
     assert len(collect_trials(tmp_path)) == 4
+
+
+def test_curve_labels_name_what_each_trial_swept(tmp_path):
+    make_sweep(tmp_path)
+    trials = collect_trials(tmp_path)
+    assert curve_label(trials[3], ["data.num_classes", "pretrain.lr"]) == "003 num_classes=16 lr=1e-05"
+    assert curve_label(trials[0], []) == "000"
 
 
 def test_report_of_missing_folder(tmp_path):

@@ -14,7 +14,7 @@ import pytest
 from conftest import ROOT
 
 from fdsl.platform.report import collect_trials
-from fdsl.platform.sweep import COMPLETIONS, count_generations
+from fdsl.platform.sweep import COMPLETIONS, count_generations, describe_best
 from fdsl.sweeps import SweepConfig, get_sweep, sweep_names
 
 
@@ -55,6 +55,12 @@ def _sweep_cmd(out: Path, *extra: str) -> list[str]:
 def _done_trials(out: Path) -> int:
     path = out / COMPLETIONS
     return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def test_summary_line_rounds_the_best_metric():
+    summary = {"metric": "finetune_top1", "best_metric": 0.16991643454038996, "best_params": {"lr": 0.003}}
+    assert describe_best(summary) == "best finetune_top1 0.170 with {'lr': 0.003}"
+    assert describe_best({**summary, "best_metric": None}) == "no trial finished"
 
 
 @pytest.mark.timeout(2400)  # 4 trials of pre-training + fine-tuning on 2 CPUs, run twice in part

@@ -301,11 +301,7 @@ def train_func(config: dict[str, Any]) -> None:
     spec, num_classes, run_dir = config["weights"], config["num_classes"], config.get("run_dir")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if cfg.threads_per_worker:
-        torch.set_num_threads(cfg.threads_per_worker)
-    device = ray.train.torch.get_device()
-    if cfg.use_gpu:
-        torch.cuda.set_device(device)
+    device = cfg.worker_device()
 
     _seed_all(cfg.seed)  # the same new head on every rank
     model = build_model(spec, num_classes, 0.0 if cfg.linear_probe else cfg.drop_path_rate)
@@ -571,7 +567,7 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
     """
     import ray
     import ray.data
-    from ray.train import DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
@@ -597,13 +593,11 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
     if cfg.loader_probe_images:
         throughput = measure_loader(train_ds, cfg.loader_probe_images, cfg.micro_batch_size)
     loop["extra"]["throughput_probe"] = throughput
-    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
     ingest = DataConfig.default_ingest_options()
     ingest.preserve_order = True  # rows in id order: with per-batch seeds, one worker's run is reproducible
     trainer = TorchTrainer(
         train_func, train_loop_config=loop,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=cfg.scaling_config(),
         run_config=RunConfig(name=TRAIN_NAME, storage_path=str(out), callbacks=list(callbacks),
                              failure_config=FailureConfig(max_failures=cfg.max_failures)),
         datasets={"train": train_ds, "val": val_ds},

@@ -393,11 +393,7 @@ def train_func(config: dict[str, Any]) -> None:
     num_classes, num_images, run_dir = config["num_classes"], config["num_images"], config.get("run_dir")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if cfg.threads_per_worker:
-        torch.set_num_threads(cfg.threads_per_worker)
-    device = ray.train.torch.get_device()
-    if cfg.use_gpu:
-        torch.cuda.set_device(device)
+    device = cfg.worker_device()
     deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
 
     _seed_all(cfg.seed)  # the same initial model on every rank
@@ -573,7 +569,7 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     times; `resume=True` continues the run in `out` from its last checkpoint) and returns a summary.
     """
     import ray.data
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
@@ -588,15 +584,13 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     source = open_source(experiment, data)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2) + "\n")
-    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
     ingest = DataConfig.default_ingest_options()
     # a streamed small set is seeded row by row: keep its order, so a one-worker run is reproducible
     ingest.preserve_order = streams_small_set(cfg, loop_config["num_images"])
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=cfg.scaling_config(),
         run_config=RunConfig(name=TRAIN_NAME, storage_path=str(out),
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints)),

@@ -75,8 +75,9 @@ def _describe(name: str, value) -> str:
     if name.startswith("finetune"):
         return f"top-1 {value['finetune_top1']:.3f} on digits ({value.get('epochs', '?')} epochs)"
     if name == "sweep":
-        return (f"{value['trials']} trials, best {value['best_metric']} with {value['best_params']}, "
-                f"{value['generations']} data sets generated")
+        from fdsl.platform.sweep import describe_best
+
+        return f"{value['trials']} trials, {describe_best(value)}, {value['generations']} data sets generated"
     return ""
 
 

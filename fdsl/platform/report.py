@@ -63,11 +63,19 @@ def write_csv(path: Path, trials: list[dict], params: list[str], metrics: list[s
     os.replace(tmp, path)
 
 
+def curve_label(trial: dict, params: list[str]) -> str:
+    """A legend entry that says what a trial swept: `00001 num_classes=8 lr=0.003`."""
+    values = " ".join(f"{p.rsplit('.', 1)[-1]}={_fmt(trial['params'][p])}" for p in params
+                      if p in trial.get("params", {}))
+    return f"{trial['trial'].rsplit('_', 1)[-1]} {values}".strip()
+
+
 def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dict[str, Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
@@ -79,6 +87,8 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
             ys = [t["metrics"][metric] for t in scored]
             if all(isinstance(x, (int, float)) for x in xs):
                 ax.scatter(xs, ys)
+                if all(isinstance(x, int) for x in xs):
+                    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
                 if len({x for x in xs}) > 1 and min(xs) > 0 and max(xs) / min(xs) > 50:
                     ax.set_xscale("log")
             else:
@@ -100,9 +110,11 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
             for t in trials:
                 points = t.get("curves", {}).get(name)
                 if points:
-                    ax.plot([p[0] for p in points], [p[1] for p in points], label=t["trial"], alpha=0.8)
+                    ax.plot([p[0] for p in points], [p[1] for p in points], label=curve_label(t, params),
+                            alpha=0.8)
             ax.set_title(name)
             ax.set_xlabel("epoch" if name.startswith("finetune") else "step")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are counts
             ax.grid(alpha=0.3)
         if len(trials) <= 12:
             axes[0][-1].legend(fontsize=6)

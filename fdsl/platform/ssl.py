@@ -273,9 +273,7 @@ def train_func(config: dict[str, Any]) -> None:
     spec, run_dir = config["model"], config.get("run_dir")
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    if cfg.threads_per_worker:
-        torch.set_num_threads(cfg.threads_per_worker)
-    device = ray.train.torch.get_device()
+    device = cfg.worker_device()
     torch.manual_seed(cfg.seed)
     backbone = build_backbone(spec["architecture"], spec["img_size"], spec["patch_size"], cfg.drop_path_rate)
     embed = backbone.num_features
@@ -390,7 +388,7 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     """DINO pre-training of `experiment.ssl` on the training images of `dataset` into run folder `out`."""
     import ray
     import ray.data
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
     from fdsl.platform.manifest import atomic_write_text
@@ -416,11 +414,9 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     print(f"ssl: DINO on {cfg.dataset} ({loop['num_train']} unlabelled images), {spec['architecture']} "
           f"{spec['img_size']}px/{spec['patch_size']}, 2 x {spec['img_size']}px + {cfg.num_local_crops} x "
           f"{spec['local_size']}px crops, {cfg.epochs} epochs", flush=True)
-    resources = {"CPU": cfg.cpus_per_worker} | ({"GPU": 1} if cfg.use_gpu else {})
     trainer = TorchTrainer(
         train_func, train_loop_config=loop,
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu,
-                                     resources_per_worker=resources),
+        scaling_config=cfg.scaling_config(),
         run_config=RunConfig(name=TRAIN_NAME, storage_path=str(out), callbacks=list(callbacks),
                              failure_config=FailureConfig(max_failures=0)),
         datasets={"train": train_ds})

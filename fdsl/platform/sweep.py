@@ -253,6 +253,13 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, *, resume: 
         best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
     return {"sweep_dir": str(sweep_dir), "trials": len(results), "errors": results.num_errors,
             "seconds": round(time.perf_counter() - start, 1), "generations": count_generations(sweep_dir),
-            "best_params": best.config["params"] if best else None,
+            "metric": sweep.metric, "best_params": best.config["params"] if best else None,
             "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
             "report": str(paths["html"])}
+
+
+def describe_best(summary: dict) -> str:
+    """One phrase for people: `best finetune_top1 0.170 with {...}`, or that no trial finished."""
+    if summary["best_metric"] is None:
+        return "no trial finished"
+    return f"best {summary['metric']} {summary['best_metric']:.3f} with {summary['best_params']}"

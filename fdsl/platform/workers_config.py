@@ -37,3 +37,24 @@ class WorkersConfig(Config):
     def cpus_needed(self) -> float:
         """CPUs the run reserves at once: its workers and one augmentation task."""
         return self.num_workers * self.cpus_per_worker + self.augment_cpus
+
+    def scaling_config(self):
+        """Ray Train's ScalingConfig of the run: num_workers, each with its CPUs (and one GPU)."""
+        from ray.train import ScalingConfig
+
+        resources = {"CPU": self.cpus_per_worker} | ({"GPU": 1} if self.use_gpu else {})
+        return ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
+                             resources_per_worker=resources)
+
+    def worker_device(self):
+        """Inside a Train worker: apply threads_per_worker; this worker's torch device (made current
+        with use_gpu)."""
+        import ray.train.torch
+        import torch
+
+        if self.threads_per_worker:
+            torch.set_num_threads(self.threads_per_worker)
+        device = ray.train.torch.get_device()
+        if self.use_gpu:
+            torch.cuda.set_device(device)
+        return device

@@ -61,9 +61,16 @@ def head(tmp_path_factory):
 
 
 def _submit(url: str, env: dict, job_id: str, *entrypoint: str) -> subprocess.CompletedProcess:
-    return subprocess.run([RAY, "job", "submit", "--address", url, "--submission-id", job_id,
-                           "--working-dir", str(ROOT), "--runtime-env-json", EXCLUDES, "--", *entrypoint],
-                          env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    """`ray job submit`, again while the head's job agent is still starting (the dashboard answers
+    first; on a busy machine the agent can take seconds more): Ray says to try again later."""
+    deadline = time.time() + 120
+    while True:
+        res = subprocess.run([RAY, "job", "submit", "--address", url, "--submission-id", job_id,
+                              "--working-dir", str(ROOT), "--runtime-env-json", EXCLUDES, "--", *entrypoint],
+                             env=env, capture_output=True, text=True, timeout=900, cwd=ROOT)
+        if "No available agent to submit job" not in res.stdout + res.stderr or time.time() > deadline:
+            return res
+        time.sleep(2)
 
 
 def _status(url: str, env: dict, job_id: str) -> str:

@@ -13,6 +13,7 @@ import json
 import threading
 import time
 
+import numpy as np
 import psutil
 import pytest
 import torch
@@ -23,8 +24,10 @@ from fdsl.platform.pretrain import (
     EVENTS_FILE,
     load_pretrained,
     load_run_experiment,
+    open_source,
     pretrain,
     read_metrics,
+    training_dataset,
 )
 from fdsl.platform.synthesis import generate
 from fdsl.presets import get_preset
@@ -119,17 +122,40 @@ def test_exported_safetensors_reproduce_the_logits(trained):
     torch.testing.assert_close(finetune.blocks[0].attn.qkv.weight, model.blocks[0].attn.qkv.weight)
 
 
-def test_same_config_same_losses_on_one_worker(data, tmp_path):
-    """A streamed small set is seeded row by row (draws and augmentation, Mixup/CutMix on the worker):
-    two one-worker runs of the same config see the same images and log the same losses."""
+@pytest.mark.parametrize("size", [[], ["pretrain.min_pass_images=1"]], ids=["small-set", "large-set"])
+def test_same_config_same_losses_on_one_worker(data, tmp_path, size):
+    """Every draw is seeded: a small set's stream row by row, a large set's shuffle and augmentation per
+    pass (here 3 passes of 2 steps), Mixup/CutMix on the worker. Two one-worker runs of the same config
+    see the same images and log the same losses."""
     experiment = get_preset("debug-vit", ["pretrain.num_workers=1", "pretrain.max_steps=6",
-                                          "pretrain.cpus_per_worker=0.5"])
+                                          "pretrain.cpus_per_worker=0.5", *size])
     runs = []
     for name in ("a", "b"):
         pretrain(experiment, str(data), tmp_path / name)
         runs.append([row["loss"] for row in read_metrics(tmp_path / name)])
     assert len(runs[0]) == 6 and len(set(runs[0])) > 1
     assert runs[0] == runs[1]
+
+
+def test_large_set_passes_are_seeded_and_differ(data):
+    """Read anew every pass, a large set is shuffled and augmented from (seed, pass): the same config
+    gives the same passes, and one pass differs from the next."""
+    experiment = get_preset("debug-vit", ["pretrain.min_pass_images=1"])
+
+    def two_passes():
+        ds = training_dataset(open_source(experiment, str(data)), experiment.pretrain, 64)
+        ds.context.execution_options.preserve_order = True
+        return [ds.take_all() for _ in range(2)]
+
+    def images(rows):
+        return np.stack([r["image"] for r in rows])
+
+    first, again = two_passes(), two_passes()
+    labels = [sorted(r["label"] for r in rows) for rows in first]
+    assert len(first[0]) == 64 and labels[0] == labels[1]  # each pass: the whole set once
+    assert np.array_equal(images(first[0]), images(again[0]))
+    assert np.array_equal(images(first[1]), images(again[1]))
+    assert not np.array_equal(images(first[0]), images(first[1]))
 
 
 def test_resume_continues_at_its_step(trained, data):

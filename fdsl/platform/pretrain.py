@@ -179,6 +179,23 @@ def _sample_and_augment(batch: dict[str, np.ndarray], *, data, seed: int, **augm
     return augment_batch({"image": held["image"][order], "label": held["label"][order]}, **augment)
 
 
+def _augment_pass(batch: dict[str, np.ndarray], *, seed: int, **augment) -> dict[str, np.ndarray]:
+    """Ray Data adapter for a set read anew every pass: seeds the batch's augmentation from (seed,
+    pass, its first image's class and instance), then `augment_batch`.
+
+    The pass is the data set's Ray Data execution index, from which Ray Data's own seeded shuffles
+    (`RandomSeedConfig`) derive each execution's seed too.
+    """
+    import ray.data
+
+    from fdsl.platform.target_stream import seed_batch
+
+    if len(batch["label"]):
+        seed_batch(seed, ray.data.DataContext.get_current()._execution_idx, int(batch["label"][0]),
+                   int(batch["instance"][0]))
+    return augment_batch(batch, **augment)
+
+
 def streams_small_set(cfg: PretrainConfig, num_images: int) -> bool:
     """Whether the set is small enough to be held in the object store and streamed (see below)."""
     return cfg.pass_copies(num_images) > 1
@@ -191,9 +208,11 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
     one pass of run-long row ids (the run's total_steps x global_batch_size images), each row a
     seeded draw with seeded augmentation, in parallel blocks; no per-epoch read or all-to-all
     shuffle, whose start-up would cost seconds every few steps. A larger set is read and shuffled
-    anew every pass (Ray Data's shuffle and the augmentation tasks' draws are not seeded).
+    anew every pass: the shuffle and each batch's augmentation are seeded from (seed, pass), so
+    every pass differs and the same config gives the same passes.
     """
     import ray
+    from ray.data import RandomSeedConfig
 
     augment = dict(img_size=cfg.img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
                    hflip=cfg.hflip, repeats=cfg.repeated_aug)
@@ -211,9 +230,13 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
         return ids.map_batches(
             _sample_and_augment, batch_format="numpy", batch_size=cfg.augment_batch_size,
             num_cpus=cfg.augment_cpus, fn_kwargs=dict(data=data, seed=cfg.seed, **augment))
-    ds = source.random_shuffle() if cfg.shuffle == "global" else source.randomize_block_order()
-    return ds.map_batches(augment_batch, batch_format="numpy", batch_size=cfg.augment_batch_size,
-                          num_cpus=cfg.augment_cpus, fn_kwargs=augment)
+    order = RandomSeedConfig(seed=cfg.seed, reseed_after_execution=True)  # a new seeded order each pass
+    if cfg.shuffle == "global":
+        ds = source.random_shuffle(seed=order)
+    else:
+        ds = source.randomize_block_order(seed=order)
+    return ds.map_batches(_augment_pass, batch_format="numpy", batch_size=cfg.augment_batch_size,
+                          num_cpus=cfg.augment_cpus, fn_kwargs=dict(seed=cfg.seed, **augment))
 
 
 def _micro_batches(shard, cfg: PretrainConfig, device):
@@ -225,7 +248,8 @@ def _micro_batches(shard, cfg: PretrainConfig, device):
         count = 0
         for batch in shard.iter_torch_batches(batch_size=cfg.micro_batch_size, drop_last=True,
                                               prefetch_batches=cfg.prefetch_batches,
-                                              local_shuffle_buffer_size=buffer, device=device,
+                                              local_shuffle_buffer_size=buffer,
+                                              local_shuffle_seed=cfg.seed if buffer else None, device=device,
                                               dtypes={"image": torch.uint8, "label": torch.int64}):
             count += 1
             yield batch["image"], batch["label"]
@@ -585,8 +609,7 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2) + "\n")
     ingest = DataConfig.default_ingest_options()
-    # a streamed small set is seeded row by row: keep its order, so a one-worker run is reproducible
-    ingest.preserve_order = streams_small_set(cfg, loop_config["num_images"])
+    ingest.preserve_order = cfg.preserve_order  # the rows are seeded: their order makes a run reproducible
     trainer = TorchTrainer(
         train_func, train_loop_config=loop_config,
         dataset_config=DataConfig(datasets_to_split=["train"], execution_options=ingest),

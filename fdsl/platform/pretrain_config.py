@@ -91,6 +91,9 @@ class PretrainConfig(WorkersConfig):
     """"global": a full Ray Data random_shuffle per pass; "local": random block order + a buffer."""
     shuffle_buffer: int = 4096
     """Rows per worker in the local shuffle buffer (shuffle "local")."""
+    preserve_order: bool = True
+    """Keep Ray Data's row order into the workers: with the seeded shuffle and augmentation, a
+    one-worker run is then bitwise reproducible; false lets blocks arrive as they finish."""
     min_pass_images: int = 2048
     """A smaller data set is repeated (each copy augmented anew) and permuted in one block to make a
     Ray Data pass of at least this many images: a pass costs seconds to start."""

@@ -43,11 +43,12 @@ def stream_indices(ids: np.ndarray, num_images: int, seed: int) -> np.ndarray:
     return out
 
 
-def seed_batch(seed: int, first_row: int) -> None:
-    """Seed Python's, numpy's and torch's RNGs of this task for the batch starting at `first_row`."""
+def seed_batch(seed: int, *keys: int) -> None:
+    """Seed Python's, numpy's and torch's RNGs of this task for one batch, named by `keys` (e.g. the
+    batch's first row)."""
     import torch
 
-    state = int(np.random.SeedSequence([seed, first_row]).generate_state(1)[0])
+    state = int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
     random.seed(state)
     np.random.seed(state)
     torch.manual_seed(state)

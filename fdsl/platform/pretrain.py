@@ -196,11 +196,6 @@ def _augment_pass(batch: dict[str, np.ndarray], *, seed: int, **augment) -> dict
     return augment_batch(batch, **augment)
 
 
-def streams_small_set(cfg: PretrainConfig, num_images: int) -> bool:
-    """Whether the set is small enough to be held in the object store and streamed (see below)."""
-    return cfg.pass_copies(num_images) > 1
-
-
 def training_dataset(source, cfg: PretrainConfig, num_images: int):
     """The Ray Dataset the trainer splits over its workers: shuffled, augmented, uint8 CHW.
 
@@ -216,7 +211,7 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
 
     augment = dict(img_size=cfg.img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
                    hflip=cfg.hflip, repeats=cfg.repeated_aug)
-    if streams_small_set(cfg, num_images):
+    if cfg.pass_copies(num_images) > 1:  # a small set: held in the object store and streamed
         rows = source.take_all()
         rows.sort(key=lambda r: (int(r["label"]), int(r["instance"])))  # the set's order, not the read's
         data = ray.put({"image": np.stack([r["image"] for r in rows]),
@@ -404,7 +399,6 @@ def train_func(config: dict[str, Any]) -> None:
     """
     import deepspeed
     import ray.train
-    import ray.train.torch
     import timm.optim
     import torch
     from timm.scheduler import CosineLRScheduler

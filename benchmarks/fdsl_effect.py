@@ -47,8 +47,8 @@ def log(*parts) -> None:
 
 
 def pretrain_arm(name: str, root: Path, steps: int, img_size: int, extra: list[str]) -> tuple[str, dict]:
-    from fdsl.platform.pretrain import pretrain
-    from fdsl.platform.synthesis import generate
+    from fdsl.platform.data.synthesis import generate
+    from fdsl.platform.train.pretrain import pretrain
 
     preset, data_overrides = SOURCES[name]
     data = get_preset(preset, data_overrides)
@@ -69,7 +69,7 @@ def pretrain_arm(name: str, root: Path, steps: int, img_size: int, extra: list[s
 
 
 def ssl_arm(root: Path, seed: int, spc: int, epochs: int, img_size: int) -> tuple[str, dict]:
-    from fdsl.platform.ssl import ssl
+    from fdsl.platform.train.ssl import ssl
 
     experiment = get_preset("debug-dino", [f"ssl.samples_per_class={spc}", f"ssl.seed={seed}",
                                            f"ssl.img_size={img_size}", f"ssl.local_img_size={img_size // 2}",
@@ -83,7 +83,7 @@ def ssl_arm(root: Path, seed: int, spc: int, epochs: int, img_size: int) -> tupl
 
 def finetune_arm(weights: str, out: Path, seed: int, spc: int, epochs: int, img_size: int,
                  extra: list[str], probe: bool) -> dict:
-    from fdsl.platform.finetune import finetune
+    from fdsl.platform.train.finetune import finetune
 
     experiment = get_preset("debug-finetune", [f"finetune.img_size={img_size}",
         f"finetune.samples_per_class={spc}", f"finetune.seed={seed}", f"finetune.epochs={epochs}",

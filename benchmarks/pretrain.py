@@ -9,7 +9,7 @@ recipe ops:
   bare       one process, torch.set_num_threads(cores): timm model, timm AdamW, timm cosine schedule,
              uint8 batches already in memory, the platform's DeviceBatch (normalise, random erasing,
              Mixup/CutMix, soft-target loss). No Ray, no DeepSpeed, no data path.
-  platform   `fdsl.platform.pretrain.pretrain` on a local Ray: `cores` Ray Train workers x 1 thread,
+  platform   `fdsl.platform.train.pretrain.pretrain` on a local Ray: `cores` Ray Train workers x 1 thread,
              DeepSpeed ZeRO-1 fp32 over gloo, Ray Data reading the Parquet data set, shuffling and
              augmenting (RandomResizedCrop + RandAugment) in tasks beside the workers. images/s from
              the run's metrics.jsonl: every step after the first 5, data waits and all-reduces included.
@@ -53,7 +53,8 @@ def bare_images_per_s(cfg, num_classes: int, steps: int, threads: int) -> float:
     import torch
     from timm.scheduler import CosineLRScheduler
 
-    from fdsl.platform.pretrain import DeviceBatch, create_model, input_normalization
+    from fdsl.platform.train.augment import DeviceBatch
+    from fdsl.platform.train.pretrain import create_model, input_normalization
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -82,7 +83,8 @@ def bare_images_per_s(cfg, num_classes: int, steps: int, threads: int) -> float:
 
 # --- platform: Ray Train + DeepSpeed + Ray Data ---------------------------------------------------------
 def platform_run(data: Path, out: Path, steps: int, workers: int) -> dict:
-    from fdsl.platform.pretrain import pretrain, read_metrics
+    from fdsl.platform.train.pretrain import pretrain
+    from fdsl.platform.train.run import read_metrics
 
     experiment = get_preset("debug-vit", [*DATA, *CPU_MODEL, f"pretrain.num_workers={workers}",
                                           "pretrain.threads_per_worker=1", "pretrain.cpus_per_worker=0.5",
@@ -103,8 +105,8 @@ def data_path_images_per_s(data: Path, passes: int = 3, overrides: tuple[str, ..
     row order the config asks the ingest for (`pretrain.preserve_order`)."""
     import torch
 
-    from fdsl.platform.datasets import read_dataset
-    from fdsl.platform.pretrain import training_dataset
+    from fdsl.platform.data.datasets import read_dataset
+    from fdsl.platform.train.pretrain import training_dataset
 
     experiment = get_preset("debug-vit", [*DATA, *CPU_MODEL, *overrides])
     cfg = experiment.pretrain
@@ -125,7 +127,8 @@ def data_path_images_per_s(data: Path, passes: int = 3, overrides: tuple[str, ..
 def cpu_benchmark(args) -> dict:
     import ray
 
-    from fdsl.platform.synthesis import connect, generate
+    from fdsl.platform.connect import connect
+    from fdsl.platform.data.synthesis import generate
 
     cores = os.cpu_count() or 2
     experiment = get_preset("debug-vit", [*DATA, *CPU_MODEL])
@@ -204,8 +207,9 @@ def gpu_benchmark(args) -> dict:
     import deepspeed
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fdsl.platform.pretrain import DeviceBatch, create_model, input_normalization
-    from fdsl.platform.pretrain_config import deepspeed_config
+    from fdsl.platform.train.augment import DeviceBatch
+    from fdsl.platform.train.config import deepspeed_config
+    from fdsl.platform.train.pretrain import create_model, input_normalization
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(args.port), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0")

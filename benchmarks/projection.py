@@ -35,7 +35,7 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from fdsl.platform.shards import _generator, encode_images, generator_key, render_batch  # noqa: E402
+from fdsl.platform.data.shards import _generator, encode_images, generator_key, render_batch  # noqa: E402
 from fdsl.presets import get_preset  # noqa: E402
 
 PRESETS = ["vit-tiny-fractaldb-1k", "vit-base-fractaldb-1k", "vit-base-visualatom-21k",
@@ -88,7 +88,7 @@ def flops_per_image(experiment) -> float:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from fdsl.platform.pretrain import create_model
+    from fdsl.platform.train.pretrain import create_model
 
     cfg = experiment.pretrain
     torch.manual_seed(0)

@@ -5,7 +5,7 @@
 What is compared (same images, same encoding, same machine, interleaved rounds, best of each):
   baseline    multiprocessing.Pool(P) rendering + encoding each shard's images in a plain loop
               (generator.render, raw bytes, zstd level 3 like the Parquet column), nothing written
-  ray         `fdsl.platform.synthesis.generate`: Ray Data tasks that render, encode, write
+  ray         `fdsl.platform.data.synthesis.generate`: Ray Data tasks that render, encode, write
               shard-NNNNN.parquet (fsync + rename), hash it, and a manifest; timed from the first
               task to the last shard (Ray start-up excluded, as the pool's start-up is)
 Both sides are warmed up (worker processes started, numba caches loaded) on another seed, and every
@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from fdsl.platform.shards import encode_images, generator_key, plan_of, render_batch
+from fdsl.platform.data.shards import encode_images, generator_key, plan_of, render_batch
 from fdsl.presets import get_preset
 
 # fractaldb at 128 px with 200k points: ~0.7 ms per image on one core, close to the full-size
@@ -114,7 +114,7 @@ def baseline_run(pool, experiment) -> dict:
 
 # --- the pipeline -------------------------------------------------------------------------------
 def ray_run(experiment, num_cpus: int, root: Path, exclude: set[int] = frozenset()) -> dict:
-    from fdsl.platform.synthesis import generate
+    from fdsl.platform.data.synthesis import generate
 
     out = Path(tempfile.mkdtemp(dir=root))
     try:

@@ -10,12 +10,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 
 from fdsl import __version__
+from fdsl.atomic import OutputError
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, RuntimeError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+"""What the code raises for a user's mistake (and `fdsl.atomic.OutputError`); anything else is a bug
+and keeps its traceback."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -50,51 +52,18 @@ def cmd_show(args) -> int:
     return 0
 
 
-def preview_preset(preset: str, out: Path, overrides=(), num_classes: int = 8,
-                   num_instances: int = 8) -> Path:
-    """Render a classes x instances grid of a preset to `out` (PNG); returns the path."""
-    from fdsl.generators import build_generator
-    from fdsl.presets import get_preset
-    from fdsl.preview import render_grid, save_grid
-
-    exp = get_preset(preset, overrides)
-    gen = build_generator(exp.generator, exp.data)
-    start = time.perf_counter()
-    classes, instances, images = render_grid(gen, num_classes, num_instances)
-    seconds = time.perf_counter() - start
-    title = f"{preset} ({exp.generator}: {gen.num_classes} classes x {gen.num_instances} instances)"
-    path = save_grid(out, classes, instances, images, title)
-    count = sum(len(r) for r in images)
-    print(f"preview: {count} images of {preset} rendered in {seconds:.2f}s -> {path}")
-    return path
-
-
-def preview_dataset(directory: Path, out: Path, num_classes: int = 8, num_instances: int = 8) -> Path:
-    """Decode a classes x instances grid from the shards of a generated folder to `out` (PNG)."""
-    from fdsl.platform.datasets import read_images, validate_dataset_dir
-    from fdsl.preview import save_grid, spread
-
-    manifest = validate_dataset_dir(directory)
-    classes = spread(num_classes, manifest["num_classes"])
-    instances = spread(num_instances, manifest["num_instances"])
-    start = time.perf_counter()
-    flat = read_images(directory, [(c, i) for c in classes for i in instances])
-    seconds = time.perf_counter() - start
-    images = [flat[r * len(instances):(r + 1) * len(instances)] for r in range(len(classes))]
-    title = (f"{directory.name} ({manifest['generator']['name']}: {manifest['num_classes']} classes x "
-             f"{manifest['num_instances']} instances, from shards)")
-    path = save_grid(out, classes, instances, images, title)
-    print(f"preview: {len(flat)} images of {directory} decoded from shards in {seconds:.2f}s -> {path}")
-    return path
-
-
 def cmd_preview(args) -> int:
+    from fdsl.preview import preview_dataset, preview_experiment
+
     if Path(args.target).is_dir():  # a folder made by `fdsl generate`
         if args.overrides:
             raise ValueError("--set: applies to a preset, not to a generated folder")
         preview_dataset(Path(args.target), Path(args.out), args.classes, args.instances)
         return 0
-    preview_preset(args.target, Path(args.out), args.overrides, args.classes, args.instances)
+    from fdsl.presets import get_preset
+
+    preview_experiment(get_preset(args.target, args.overrides), Path(args.out), args.classes,
+                       args.instances)
     return 0
 
 
@@ -110,7 +79,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_generate(args) -> int:
-    from fdsl.platform.synthesis import generate
+    from fdsl.platform.data.synthesis import generate
     from fdsl.presets import get_preset
 
     generate(get_preset(args.preset, args.overrides), args.out, address=args.address,
@@ -119,7 +88,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from fdsl.platform.manifest import verify_dataset
+    from fdsl.platform.data.manifest import verify_dataset
 
     result = verify_dataset(args.dir)
     if result.ok:
@@ -149,7 +118,7 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pretrain(args) -> int:
-    from fdsl.platform.pretrain import load_run_experiment, pretrain
+    from fdsl.platform.train.pretrain import load_run_experiment, pretrain
     from fdsl.presets import get_preset
 
     if args.resume:
@@ -196,7 +165,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_finetune(args) -> int:
-    from fdsl.platform.finetune import finetune
+    from fdsl.platform.train.finetune import finetune
     from fdsl.presets import get_preset
 
     experiment = get_preset(args.preset, _target_overrides(args, "finetune"))
@@ -212,7 +181,7 @@ def add_ssl_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ssl(args) -> int:
-    from fdsl.platform.ssl import ssl
+    from fdsl.platform.train.ssl import ssl
     from fdsl.presets import get_preset
 
     experiment = get_preset(args.preset, _target_overrides(args, "ssl"))
@@ -240,10 +209,11 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from fdsl.platform.sweep import describe_best, run_sweep
-    from fdsl.sweeps import get_sweep
+    from fdsl.platform.tune.sweep import describe_best, run_sweep
+    from fdsl.sweeps import check_sweep, get_sweep
 
-    summary = run_sweep(get_sweep(args.sweep, args.overrides), args.sweep, args.out, resume=args.resume,
+    sweep = get_sweep(args.sweep, args.overrides)
+    summary = run_sweep(sweep, args.sweep, args.out, check_sweep(sweep), resume=args.resume,
                         address=args.address)
     print(f"sweep: {summary['trials']} trials ({summary['errors']} failed) in {summary['seconds']:.0f} s, "
           f"{summary['generations']} data sets generated; {describe_best(summary)}\n"
@@ -257,7 +227,7 @@ def add_report_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args) -> int:
-    from fdsl.platform.report import write_report
+    from fdsl.platform.tune.report import write_report
 
     paths = write_report(args.dir)
     print(f"report: {paths['html']} (also {paths['md'].name}, {paths['csv'].name})")
@@ -265,7 +235,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
-    from fdsl.platform.quickstart import run_quickstart
+    from fdsl.quickstart import run_quickstart
 
     run_quickstart(args.out, num_cpus=args.num_cpus)
     return 0
@@ -335,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except USER_ERRORS as err:
+    except (*USER_ERRORS, OutputError) as err:
         print(f"fdsl {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -2,7 +2,8 @@
 
 Every config is a dataclass whose fields carry a one-line docstring (the string literal right
 after the field, as in torchtitan). `validate()` raises `ValueError("<field>: got <x>, expected
-<range>")` for a user's mistake. Nothing here imports numpy, Ray or torch.
+<range>")` for a user's mistake. `Registry` holds every kind of named thing (generators,
+presets, sweeps, target sets). Nothing here imports numpy, Ray or torch.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import inspect
 import textwrap
 import types
 import typing
+from collections.abc import Callable
 from typing import Any
 
 
@@ -162,3 +164,50 @@ def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
         setattr(owner, name, _parse_value(key, text, kind))
     cfg.validate()
     return cfg
+
+
+class Registry:
+    """Names -> objects (generators, presets, sweeps, target loaders), registered once each.
+
+        PRESETS = Registry("preset", "see `fdsl presets`")
+
+        @PRESETS.register("debug-vit")
+        def debug_vit(): ...
+
+        PRESETS.get("debug-vit")   # the function; an unknown name is a ValueError listing the names
+    """
+
+
+    def __init__(self, kind: str, hint: str = ""):
+        self.kind = kind
+        """What the names name: the field a message names ("preset", "sweep", "dataset", ...)."""
+        self.hint = hint
+        """Said after the names in a message (e.g. "see `fdsl presets`")."""
+        self._items: dict[str, Any] = {}
+
+    def register(self, name: str) -> Callable[[Any], Any]:
+        """Decorator: register the decorated object under `name` (each name once)."""
+        def add(obj):
+            self.add(name, obj)
+            return obj
+        return add
+
+    def add(self, name: str, obj: Any) -> None:
+        if name in self._items:
+            raise AssertionError(f"{self.kind} {name!r} is registered twice")
+        self._items[name] = obj
+
+    def get(self, name: str, shown: str | None = None) -> Any:
+        """The object of `name`, or ValueError listing the registered names (`shown`: what the user
+        typed, when `name` was taken from it)."""
+        if name not in self._items:
+            hint = f" ({self.hint})" if self.hint else ""
+            raise ValueError(f"{self.kind}: got {shown or name!r}, expected one of {self.names()}{hint}")
+        return self._items[name]
+
+    def names(self) -> list[str]:
+        """The registered names, sorted."""
+        return sorted(self._items)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._items

@@ -8,10 +8,8 @@ from typing import Any
 from fdsl.config import Config
 from fdsl.generators import generator_class
 from fdsl.generators.fractaldb import FractalDBConfig
-from fdsl.platform.finetune_config import FinetuneConfig
-from fdsl.platform.pretrain_config import PretrainConfig
-from fdsl.platform.ssl_config import SSLConfig
-from fdsl.platform.synthesis_config import SynthesisConfig
+from fdsl.platform.data.synthesis_config import SynthesisConfig
+from fdsl.platform.train.config import FinetuneConfig, PretrainConfig, SSLConfig
 
 
 @dataclasses.dataclass

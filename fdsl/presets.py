@@ -9,45 +9,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
-from fdsl.config import apply_overrides
+from fdsl.config import Registry, apply_overrides
 from fdsl.experiment import Experiment
 from fdsl.generators.exfractaldb import ExFractalDBConfig
 from fdsl.generators.fractaldb import FractalDBConfig
 from fdsl.generators.onepfrac import OnePFracConfig
 from fdsl.generators.rcdb import RCDBConfig
 from fdsl.generators.visualatom import VisualAtomConfig
-from fdsl.platform.finetune_config import FinetuneConfig
-from fdsl.platform.pretrain_config import PretrainConfig
-from fdsl.platform.ssl_config import SSLConfig
+from fdsl.platform.train.config import FinetuneConfig, PretrainConfig, SSLConfig
 
-_PRESETS: dict[str, Callable[[], Experiment]] = {}
-
-
-def preset(name: str):
-    """Decorator: register an experiment function under `name`."""
-
-    def wrap(fn: Callable[[], Experiment]) -> Callable[[], Experiment]:
-        assert name not in _PRESETS, f"preset {name} registered twice"
-        _PRESETS[name] = fn
-        return fn
-
-    return wrap
+PRESETS = Registry("preset", "see `fdsl presets`")
+"""Named experiment functions; `@preset(name)` registers one."""
+preset = PRESETS.register
 
 
 def preset_names() -> list[str]:
-    return sorted(_PRESETS)
+    return PRESETS.names()
 
 
 def preset_summary(name: str) -> str:
     """First line of the preset function's docstring."""
-    return (_PRESETS[name].__doc__ or "").strip().splitlines()[0]
+    return (PRESETS.get(name).__doc__ or "").strip().splitlines()[0]
 
 
 def get_preset(name: str, overrides: Iterable[str] = ()) -> Experiment:
     """The validated experiment `name` with `key=value` overrides applied."""
-    if name not in _PRESETS:
-        raise ValueError(f"preset: got {name!r}, expected one of {preset_names()} (see `fdsl presets`)")
-    experiment = _PRESETS[name]()
+    experiment = PRESETS.get(name)()
     experiment.name = name
     return apply_overrides(experiment, overrides)
 

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
 
+from fdsl.atomic import atomic_path
 from fdsl.generators import Generator
 
 
@@ -49,8 +51,41 @@ def save_grid(path: str | os.PathLike, classes, instances, images, title: str) -
                 ax.set_title(f"inst {instances[c]}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
+    return path
+
+
+def preview_experiment(exp, out: Path, num_classes: int = 8, num_instances: int = 8) -> Path:
+    """Render a classes x instances grid of an experiment's data set to `out` (PNG); returns the path."""
+    from fdsl.generators import build_generator
+
+    preset = exp.name
+    gen = build_generator(exp.generator, exp.data)
+    start = time.perf_counter()
+    classes, instances, images = render_grid(gen, num_classes, num_instances)
+    seconds = time.perf_counter() - start
+    title = f"{preset} ({exp.generator}: {gen.num_classes} classes x {gen.num_instances} instances)"
+    path = save_grid(out, classes, instances, images, title)
+    count = sum(len(r) for r in images)
+    print(f"preview: {count} images of {preset} rendered in {seconds:.2f}s -> {path}")
+    return path
+
+
+def preview_dataset(directory: Path, out: Path, num_classes: int = 8, num_instances: int = 8) -> Path:
+    """Decode a classes x instances grid from the shards of a generated folder to `out` (PNG)."""
+    from fdsl.platform.data.datasets import read_images, validate_dataset_dir
+
+    manifest = validate_dataset_dir(directory)
+    classes = spread(num_classes, manifest["num_classes"])
+    instances = spread(num_instances, manifest["num_instances"])
+    start = time.perf_counter()
+    flat = read_images(directory, [(c, i) for c in classes for i in instances])
+    seconds = time.perf_counter() - start
+    images = [flat[r * len(instances):(r + 1) * len(instances)] for r in range(len(classes))]
+    title = (f"{directory.name} ({manifest['generator']['name']}: {manifest['num_classes']} classes x "
+             f"{manifest['num_instances']} instances, from shards)")
+    path = save_grid(out, classes, instances, images, title)
+    print(f"preview: {len(flat)} images of {directory} decoded from shards in {seconds:.2f}s -> {path}")
     return path

@@ -28,7 +28,7 @@ def test_experiment_fields_have_docstrings():
 @pytest.mark.parametrize("section", ["synthesis", "pretrain", "finetune", "ssl"])
 def test_platform_config_fields_have_docstrings(section):
     cls = type(getattr(Experiment(), section))
-    docs = field_docs(cls)  # fields of a base (the shared WorkersConfig) included
+    docs = field_docs(cls)  # fields of a base (the shared sections) included
     missing = [f.name for f in dataclasses.fields(cls) if not docs.get(f.name)]
     assert not missing, f"{cls.__name__} fields without a docstring: {missing}"
     if section != "synthesis":

@@ -14,7 +14,7 @@ import pytest
 import torch
 from conftest import run_fdsl
 
-from fdsl.platform.finetune import build_model, finetune, head_info, prepare_finetune, resolve_weights
+from fdsl.platform.train.finetune import build_model, finetune, head_info, prepare_finetune, resolve_weights
 from fdsl.presets import get_preset
 
 
@@ -151,7 +151,7 @@ def test_linear_probe_from_fdsl_weights_with_deepspeed(ray_session, tmp_path):
     """8-class weights -> 10-class digits: new head, reported; the backbone stays frozen bit for bit."""
     from safetensors.torch import load_file
 
-    from fdsl.platform.pretrain import load_pretrained
+    from fdsl.platform.train.weights import load_pretrained
 
     state = export_weights(tmp_path / "fdsl", 8)
     experiment = debug("finetune.linear_probe=true", "finetune.use_deepspeed=true", "finetune.zero_stage=1",

@@ -116,7 +116,7 @@ def test_accepted_categories_reach_the_filling_rate():
 
 
 def test_search_gives_up_with_a_clear_error():
-    with pytest.raises(RuntimeError, match="fill_rate"):
+    with pytest.raises(ValueError, match="fill_rate"):
         ifs.search_system(1, n_min=2, n_max=2, param_range=1.0, fill_rate=0.9, num_points=2000,
                           size=64, pad=2, max_tries=5)
 

@@ -262,7 +262,7 @@ def test_exfractaldb_search_accepts_by_per_axis_variance():
     spread = ifs3d.spread(maps, probs, 10_000, np.uint64(99), 1.0)
     assert abs(ifs3d.axis_variances(cloud, len(cloud)).min() - spread) < 1e-9
     assert spread > 0.05
-    with pytest.raises(RuntimeError, match="^variance_threshold:"):
+    with pytest.raises(ValueError, match="^variance_threshold:"):
         get_generator("exfractaldb", variance_threshold=0.3, max_search_tries=5).category_params(0)
 
 

@@ -19,7 +19,8 @@ import pytest
 import torch
 
 from fdsl.cli import main
-from fdsl.platform.pretrain import (
+from fdsl.platform.data.synthesis import generate
+from fdsl.platform.train.pretrain import (
     CKPT_TAG,
     EVENTS_FILE,
     load_pretrained,
@@ -29,7 +30,6 @@ from fdsl.platform.pretrain import (
     read_metrics,
     training_dataset,
 )
-from fdsl.platform.synthesis import generate
 from fdsl.presets import get_preset
 
 # No stochastic regularisation: a clear learning signal within a few dozen steps.

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdsl.platform.report import collect_trials, curve_label, write_report
+from fdsl.platform.tune.report import collect_trials, curve_label, write_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-import fdsl.platform.target_stream as target_stream
-from fdsl.platform.ssl import (
+from fdsl.platform.data.targets import load_target
+from fdsl.platform.train.ssl import (
     DINOHead,
     DINOLoss,
     MultiCrop,
@@ -18,10 +18,10 @@ from fdsl.platform.ssl import (
     cosine,
     dino_step,
     ema_update,
-    multicrop_batch,
+    multicrop_views,
     ssl,
 )
-from fdsl.platform.targets import load_target
+from fdsl.platform.train.streams import draw
 from fdsl.presets import get_preset
 
 CROPS = dict(img_size=16, local_size=8, num_local=2, global_scale_min=0.4, local_scale_max=0.4, hflip=0.0,
@@ -38,11 +38,15 @@ def one_thread():
 
 
 @pytest.fixture()
-def digits(monkeypatch):
-    """Digits as a multicrop source without Ray (the object-store lookup replaced by the arrays)."""
-    monkeypatch.setattr(target_stream, "get_source", lambda source: source[0])
+def digits():
+    """Digits as the in-memory set SSL streams (what a Ray Data task draws from)."""
     data = load_target("digits", samples_per_class=10)
-    return [(data.train_images, data.train_labels)], len(data.train_labels)
+    return data.train_images, data.train_labels
+
+
+def multicrop_batch(ids, source, seed):
+    """What one task of SSL's seeded stream computes for the rows `ids`."""
+    return multicrop_views(*draw(ids, *source, seed), **CROPS)
 
 
 def crops_of(batch) -> list[torch.Tensor]:
@@ -59,9 +63,9 @@ def tiny_dino(out_dim: int = 128):
 
 
 def test_multicrop_shapes_and_determinism(digits):
-    source, n = digits
-    a = multicrop_batch({"id": np.arange(8)}, source=source, num_images=n, seed=3, **CROPS)
-    b = multicrop_batch({"id": np.arange(8)}, source=source, num_images=n, seed=3, **CROPS)
+    source = digits
+    a = multicrop_batch(np.arange(8), source, 3)
+    b = multicrop_batch(np.arange(8), source, 3)
     assert a["global"].shape == (8, 2, 3, 16, 16) and a["local"].shape == (8, 2, 3, 8, 8)
     assert a["global"].dtype == np.uint8
     assert np.array_equal(a["global"], b["global"]) and np.array_equal(a["local"], b["local"])
@@ -87,28 +91,28 @@ def test_center_is_an_ema_of_teacher_outputs():
 
 def test_student_learns_the_teacher_targets(digits):
     """With the teacher and the centre held fixed, the DINO loss falls over a few dozen steps."""
-    source, n = digits
+    source = digits
     student, teacher = tiny_dino()
     loss_fn = DINOLoss(128, center_momentum=1.0)
     opt = torch.optim.AdamW(student.parameters(), lr=5e-4)
     losses = []
     for step in range(30):
-        ids = {"id": np.arange(32) + 32 * step}
-        batch = multicrop_batch(ids, source=source, num_images=n, seed=0, **CROPS)
+        ids = np.arange(32) + 32 * step
+        batch = multicrop_batch(ids, source, 0)
         losses.append(dino_step(student, teacher, loss_fn, opt, crops_of(batch), teacher_temp=0.04,
                                 momentum=1.0, clip_grad=3.0))
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
 
 
 def test_teacher_is_exactly_the_ema_of_the_student(digits):
-    source, n = digits
+    source = digits
     student, teacher = tiny_dino()
     expected = [p.detach().clone() for p in teacher.parameters()]
     loss_fn = DINOLoss(128)
     opt = torch.optim.AdamW(student.parameters(), lr=1e-3)
     for step in range(6):
-        ids = {"id": np.arange(16) + 16 * step}
-        batch = multicrop_batch(ids, source=source, num_images=n, seed=0, **CROPS)
+        ids = np.arange(16) + 16 * step
+        batch = multicrop_batch(ids, source, 0)
         m = cosine(0.996, 1.0, step, 6)
         dino_step(student, teacher, loss_fn, opt, crops_of(batch), teacher_temp=0.04, momentum=m,
                   freeze_last_layer=step == 0)
@@ -134,7 +138,7 @@ def test_momentum_schedule_runs_from_base_to_one():
 
 
 def test_bad_input_fails_before_any_worker(tmp_path):
-    from fdsl.platform.ssl import prepare_ssl
+    from fdsl.platform.train.ssl import prepare_ssl
 
     with pytest.raises(ValueError, match="dataset"):
         prepare_ssl(get_preset("debug-dino"), "nope", tmp_path / "a")
@@ -148,8 +152,8 @@ def test_ssl_run_gives_finetunable_weights(tmp_path):
     """One DINO epoch on Ray Train; the teacher backbone loads as fine-tuning weights with a new head."""
     import ray
 
-    from fdsl.platform.finetune import build_model, head_info, resolve_weights
-    from fdsl.platform.pretrain import load_pretrained
+    from fdsl.platform.train.finetune import build_model, head_info, resolve_weights
+    from fdsl.platform.train.weights import load_pretrained
 
     experiment = get_preset("debug-dino", ["ssl.samples_per_class=8", "ssl.epochs=2",
                                            "ssl.global_batch_size=40", "ssl.threads_per_worker=1"])

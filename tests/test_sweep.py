@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from fdsl.platform.report import collect_trials
-from fdsl.platform.sweep import COMPLETIONS, count_generations, describe_best
-from fdsl.sweeps import SweepConfig, get_sweep, sweep_names
+from fdsl.platform.tune.report import collect_trials
+from fdsl.platform.tune.sweep import COMPLETIONS, count_generations, describe_best
+from fdsl.sweeps import SweepConfig, check_sweep, get_sweep, sweep_names
 
 
 def test_shipped_sweeps_validate():
     assert {"debug-variety", "fractaldb-variety", "visualatom-variety", "finetune-grid"} <= set(sweep_names())
     for name in sweep_names():
-        get_sweep(name).validate()
+        check_sweep(get_sweep(name))
 
 
 @pytest.mark.parametrize("space,search,message", [
@@ -35,7 +35,7 @@ def test_shipped_sweeps_validate():
 ])
 def test_bad_spaces_fail_before_any_trial(space, search, message):
     with pytest.raises(ValueError, match=message):
-        SweepConfig(base="debug-finetune", space=space, search=search).validate()
+        check_sweep(SweepConfig(base="debug-finetune", space=space, search=search))
 
 
 def test_bad_sweep_at_the_cli_exits_2(tmp_path):
@@ -121,7 +121,7 @@ def test_dataset_cache_hit_is_counted_once(tmp_path):
     """Two experiments with the same data parameters share one generation; the hit is verified."""
     import ray
 
-    from fdsl.platform.sweep import ensure_dataset
+    from fdsl.platform.tune.sweep import ensure_dataset
     from fdsl.presets import get_preset
 
     ray.init(num_cpus=2, include_dashboard=False)

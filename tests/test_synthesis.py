@@ -25,9 +25,9 @@ from conftest import ROOT
 
 from fdsl.cli import main
 from fdsl.generators import build_generator
-from fdsl.platform.datasets import read_dataset, stream_dataset, validate_dataset_dir
-from fdsl.platform.manifest import verify_dataset
-from fdsl.platform.synthesis import MAX_SHARDS_PER_TASK, WAVES, generate, task_groups
+from fdsl.platform.data.datasets import read_dataset, render_dataset, validate_dataset_dir
+from fdsl.platform.data.manifest import verify_dataset
+from fdsl.platform.data.synthesis import MAX_SHARDS_PER_TASK, WAVES, generate, task_groups
 from fdsl.presets import get_preset
 
 # 8 classes x 64 instances in 4 shards of 128 rows: each render task runs ~0.5 s on one core, long
@@ -179,7 +179,7 @@ def test_read_and_stream_give_the_same_images(reference, ray_local):
     out, _ = reference
     experiment = get_preset("debug-fractaldb", SLOW)
     read = {(r["label"], r["instance"]): r["image"] for r in read_dataset(out, verify=True).take_all()}
-    streamed = stream_dataset(experiment).take_all()
+    streamed = render_dataset(experiment).take_all()
     assert len(read) == len(streamed) == 512
     for row in streamed:
         assert row["image"].dtype == np.uint8 and row["image"].shape == (64, 64)
@@ -195,7 +195,7 @@ def test_png_encoding_round_trips(ray_local, tmp_path):
     first = pq.read_table(tmp_path / "png" / "shard-00000.parquet").column("image")[0].as_py()
     assert first[:8] == b"\x89PNG\r\n\x1a\n"
     rows = read_dataset(tmp_path / "png").take_all()
-    streamed = {(r["label"], r["instance"]): r["image"] for r in stream_dataset(experiment).take_all()}
+    streamed = {(r["label"], r["instance"]): r["image"] for r in render_dataset(experiment).take_all()}
     assert all(np.array_equal(streamed[(r["label"], r["instance"])], r["image"]) for r in rows)
     raw = generate(get_preset("debug-fractaldb", FAST), tmp_path / "raw")
     assert result.manifest["content_sha256"] == raw.manifest["content_sha256"]  # content is encoding-free
@@ -239,7 +239,7 @@ def _tiny_tmpfs(path, size: str):
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a full file system needs root")
 def test_full_disk_leaves_no_partial_shard(ray_local, tmp_path):
     with _tiny_tmpfs(tmp_path / f"full-{uuid.uuid4().hex[:6]}", "20k") as disk:
-        with pytest.raises(RuntimeError, match="No space left on device.*run the same command to resume"):
+        with pytest.raises(OSError, match="No space left on device.*run the same command to resume"):
             generate(get_preset("debug-fractaldb", FAST), disk / "data", num_cpus=1)
         files = sorted(p.name for p in (disk / "data").iterdir())
         assert not [f for f in files if f.endswith(".tmp")], files

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fdsl.platform.targets import load_target, read_idx, target_kinds
+from fdsl.platform.data.targets import load_target, read_idx, target_kinds
 
 
 def write_idx(path, array: np.ndarray, gz: bool = False) -> None:

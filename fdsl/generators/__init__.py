@@ -9,27 +9,25 @@ Adding a generator: subclass `Generator`, decorate it with `@register`, import i
 
 from __future__ import annotations
 
-from fdsl.config import Config
+from fdsl.config import Config, Registry
 from fdsl.generators.base import Generator
 
-_GENERATORS: dict[str, type[Generator]] = {}
+GENERATORS = Registry("generator")
+"""Generator classes by name; `@register` adds one."""
 
 
 def register(cls: type[Generator]) -> type[Generator]:
     """Class decorator: make a generator available by its `name`."""
-    assert cls.name not in _GENERATORS, f"generator {cls.name} registered twice"
-    _GENERATORS[cls.name] = cls
+    GENERATORS.add(cls.name, cls)
     return cls
 
 
 def generator_names() -> list[str]:
-    return sorted(_GENERATORS)
+    return GENERATORS.names()
 
 
 def generator_class(name: str) -> type[Generator]:
-    if name not in _GENERATORS:
-        raise ValueError(f"generator: got {name!r}, expected one of {generator_names()}")
-    return _GENERATORS[name]
+    return GENERATORS.get(name)
 
 
 def make_config(name: str, **overrides) -> Config:

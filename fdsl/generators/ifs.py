@@ -250,13 +250,13 @@ def search_system(seed: int, *, n_min: int, n_max: int, param_range: float, fill
                   num_points: int, size: int, pad: int, max_tries: int) -> tuple[np.ndarray, float]:
     """One accepted system (N, 6) by random search with the filling-rate test, and its fill.
 
-    Raises RuntimeError when no system passes in `max_tries` draws (lower `fill_rate`).
+    Raises ValueError when no system passes in `max_tries` draws (lower `fill_rate`).
     """
     maps, tries, fill = _search_uniform(np.uint64(seed), n_min, n_max, float(param_range),
                                   float(fill_rate), num_points, size, pad, max_tries)
     if len(maps) == 0:
-        raise RuntimeError(f"fill_rate: no system reached {fill_rate} in {tries} tries; "
-                           "lower fill_rate or raise max_search_tries")
+        raise ValueError(f"fill_rate: no system reached {fill_rate} in {tries} tries; "
+                         "lower fill_rate or raise max_search_tries")
     return maps, fill
 
 

@@ -185,12 +185,12 @@ def _search(seed, n_min, n_max, param_range, min_variance, num_points, half, max
 
 def search_system(seed: int, *, n_min: int, n_max: int, param_range: float, min_variance: float,
                   num_points: int, half: float, max_tries: int) -> np.ndarray:
-    """One accepted system (N, 12); RuntimeError when none passes in `max_tries` draws."""
+    """One accepted system (N, 12); ValueError when none passes in `max_tries` draws."""
     maps, tries = _search(np.uint64(seed), n_min, n_max, float(param_range), float(min_variance),
                           num_points, float(half), max_tries)
     if len(maps) == 0:
-        raise RuntimeError(f"variance_threshold: no system passed {min_variance} in {tries} tries; "
-                           "lower variance_threshold or raise max_search_tries")
+        raise ValueError(f"variance_threshold: no system passed {min_variance} in {tries} tries; "
+                         "lower variance_threshold or raise max_search_tries")
     return maps
 
 

@@ -1,4 +1,6 @@
-"""How a dataset is synthesised and read: shard size, image encoding, batch size, source.
+"""How a dataset is synthesised: shard size, image encoding, batch size, render resources.
+
+(Training reads a generated folder with `--data DIR`, or renders on the fly with `--data stream`.)
 
 Plain dataclass (no Ray, no torch at import): it is a field of `Experiment` and is overridden with
 `--set synthesis.<field>=<value>` like any other config.
@@ -13,6 +15,10 @@ from fdsl.config import Config
 
 ENCODINGS = ("raw", "png")
 """Encodings of the `image` column (see docs/synthesis.md for the measurement behind "raw")."""
+
+RETIRED_FIELDS = ("source", "dataset_dir")
+"""Fields of fdsl <= 0.1 that nothing read (`--data` chooses the input): dropped when an older
+experiment.json or manifest is loaded."""
 
 LAYOUT_FIELDS = ("shard_rows", "encoding", "compression_level", "batch_size")
 """Fields that change the bytes of the shard files (a dataset folder is refused if they differ)."""
@@ -30,10 +36,6 @@ class SynthesisConfig(Config):
     """zstd level (1-22) of the Parquet columns for "raw"; zlib level (0-9) of each PNG for "png"."""
     batch_size: int = 256
     """Rows per call of the render adapter: one Parquet row group, and one batch when streaming."""
-    source: Literal["parquet", "stream"] = "parquet"
-    """Training input: "parquet" reads `dataset_dir`; "stream" renders on the fly with Ray Data (no disk)."""
-    dataset_dir: str = ""
-    """Folder written by `fdsl generate` that training reads when source is "parquet"."""
     num_cpus_per_task: float = 1.0
     """CPUs each render task reserves in Ray (renderers are single-threaded)."""
     task_resource: str = ""
@@ -48,11 +50,15 @@ class SynthesisConfig(Config):
         else:
             self._check_range("compression_level", 0, 9)
         self._check_range("batch_size", 1, 1_000_000)
-        self._check_choice("source", ["parquet", "stream"])
         self._check_range("num_cpus_per_task", 0.01, 1024)
         if self.task_resource and not self.task_resource.replace("_", "").replace("-", "").isalnum():
             raise ValueError(f"task_resource: got {self.task_resource!r}, expected a Ray resource name "
                              "(letters, digits, '_' or '-')")
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """As `Config.from_dict`, dropping fields that earlier versions wrote (RETIRED_FIELDS)."""
+        return super().from_dict({k: v for k, v in data.items() if k not in RETIRED_FIELDS})
 
     def layout(self) -> dict:
         """The fields that determine the shard files' bytes."""

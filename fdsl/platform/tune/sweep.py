@@ -24,14 +24,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fdsl.platform.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
-from fdsl.sweeps import SweepConfig, trial_overrides
+from fdsl.atomic import atomic_write_text
+from fdsl.platform.tune.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
+from fdsl.platform.tune.sweep_config import SweepConfig, trial_overrides
 
 DATASETS = "datasets"
 TUNE_NAME = "tune"
 GENERATIONS = "generations.jsonl"
 """Journal of data sets this sweep generated (one line each): tests count cache hits with it."""
 COMPLETIONS = "completions.jsonl"
+BASE_FILE = "base-experiment.json"
+"""The experiment every trial starts from (the sweep's base preset with its fixed overrides)."""
 """Journal of trials that ran to completion (one line each): a resumed sweep must not add twins."""
 
 
@@ -55,8 +58,8 @@ def ensure_dataset(experiment, sweep_dir: Path) -> tuple[Path, bool]:
     a hit is verified against its manifest (sizes and sha256 of every shard) and re-rendered where
     it does not match.
     """
-    from fdsl.platform.manifest import fingerprint, identity, verify_dataset
-    from fdsl.platform.synthesis import generate
+    from fdsl.platform.data.manifest import fingerprint, identity, verify_dataset
+    from fdsl.platform.data.synthesis import generate
 
     key = fingerprint(identity(experiment))
     folder = sweep_dir / DATASETS / key
@@ -87,13 +90,11 @@ def _preview(experiment, path: Path) -> None:
 
 
 def _write_record(trial_dir: Path, record: dict) -> None:
-    from fdsl.platform.manifest import atomic_write_text
-
     atomic_write_text(trial_dir / TRIAL_FILE, json.dumps(record, indent=1) + "\n")
 
 
 def _curves(pretrain_dir: Path, finetune_metrics: dict | None) -> dict[str, list]:
-    from fdsl.platform.pretrain import read_metrics
+    from fdsl.platform.train.run import read_metrics
 
     curves = {"pretrain_loss": [[r["step"], r["loss"]] for r in read_metrics(pretrain_dir) if "loss" in r]}
     if finetune_metrics:
@@ -107,9 +108,10 @@ def run_trial(config: dict[str, Any]) -> None:
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fdsl.platform.finetune import finetune, read_finetune_metrics
-    from fdsl.platform.pretrain import pretrain
-    from fdsl.presets import get_preset
+    from fdsl.config import apply_overrides
+    from fdsl.experiment import Experiment
+    from fdsl.platform.train.finetune import finetune, read_finetune_metrics
+    from fdsl.platform.train.pretrain import pretrain
 
     sweep_dir = Path(config["sweep_dir"])
     params = config["params"]
@@ -121,7 +123,8 @@ def run_trial(config: dict[str, Any]) -> None:
         if done.get("status") == "done":  # finished before a crash that Tune's state did not see
             ray.tune.report({k: v for k, v in done["metrics"].items() if isinstance(v, (int, float))})
             return
-    experiment = get_preset(config["base"], config["overrides"] + trial_overrides(params))
+    base = Experiment.from_dict(json.loads((sweep_dir / BASE_FILE).read_text()))
+    experiment = apply_overrides(base, trial_overrides(params))
     record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {}}
     _preview(experiment, trial_dir / "preview.png")
     record["preview"] = "preview.png"
@@ -157,17 +160,14 @@ def _tune_space(sweep: SweepConfig) -> dict[str, Any]:
             for kind, values in spec.items()}
 
 
-def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable):
+def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
-    from fdsl.presets import get_preset
-
-    epochs = get_preset(sweep.base, sweep.overrides).finetune.epochs
     # max_t beyond the number of reports: a trial must end on its own, never be cut at its last
     # report while its trainer still holds CPUs (see RAY_NOTES on 2-CPU machines)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=epochs + 1,
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=int(epochs) + 1,
                                grace_period=sweep.grace_period, reduction_factor=2)
                  if sweep.scheduler == "asha" else FIFOScheduler())
     if sweep.search == "optuna":
@@ -183,16 +183,13 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable):
         search, limit = None, sweep.max_concurrent_trials
     return tune.Tuner(
         trainable,
-        param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir), "base": sweep.base,
-                     "overrides": list(sweep.overrides)},
+        param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir)},
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
                                     search_alg=search, scheduler=scheduler, max_concurrent_trials=limit),
         run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(sweep_dir)))
 
 
-def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool) -> None:
-    from fdsl.platform.manifest import atomic_write_text
-
+def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base) -> None:
     saved = sweep_dir / SWEEP_FILE
     wanted = {"name": name, **sweep.to_dict()}
     if saved.is_file():
@@ -206,6 +203,7 @@ def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool) -> No
     elif resume:
         raise FileNotFoundError(f"{saved} not found: nothing to resume in {sweep_dir}")
     sweep_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(sweep_dir / BASE_FILE, json.dumps(base.to_dict(), indent=2) + "\n")
     atomic_write_text(saved, json.dumps(wanted, indent=2) + "\n")
 
 
@@ -227,24 +225,28 @@ def _finalise_records(sweep_dir: Path, results) -> None:
         _write_record(path.parent, record)
 
 
-def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, *, resume: bool = False,
+def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, resume: bool = False,
               address: str | None = None) -> dict:
-    """Run (or with `resume`, finish) a sweep into `out`, then write its report; returns a summary."""
-    import ray
+    """Run (or with `resume`, finish) a sweep into `out`, then write its report; returns a summary.
+
+    `base` is the experiment every trial starts from (`fdsl.sweeps.check_sweep(sweep)` gives it).
+    """
     from ray import tune
 
-    sweep.validate()  # every parameter against the base preset: nothing starts on a bad space
+    from fdsl.platform.connect import connect
+
+    sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
+    sweep.check_space(base)
     sweep_dir = Path(out).resolve()
-    _prepare(sweep, name, sweep_dir, resume)
-    if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False)
+    _prepare(sweep, name, sweep_dir, resume, base)
+    connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
     trainable = tune.with_resources(run_trial, {"cpu": 0.1})  # a trial only waits on its trainers
     tune_path = sweep_dir / TUNE_NAME
     start = time.perf_counter()
     if resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
     else:
-        tuner = _tuner(sweep, sweep_dir, trainable)
+        tuner = _tuner(sweep, sweep_dir, trainable, base.finetune.epochs)
     results = tuner.fit()
     _finalise_records(sweep_dir, results)
     paths = write_report(sweep_dir)

@@ -18,12 +18,14 @@ import dataclasses
 import gzip
 import io
 import pickle
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-_TARGETS: dict[str, Callable[[str], TargetData]] = {}
+from fdsl.config import Registry
+
+TARGETS = Registry("dataset", "as KIND or KIND:PATH")
+"""Target-set loaders `fn(path) -> TargetData` by kind; `@register_target(kind)` adds one."""
 VAL_FRACTION = 0.2  # held-out share of sets that ship without a test split (digits, parquet)
 
 
@@ -54,16 +56,11 @@ class TargetData:
 def register_target(kind: str):
     """Decorator: a loader `fn(path) -> TargetData` for specs `kind` or `kind:PATH`."""
 
-    def wrap(fn):
-        assert kind not in _TARGETS, f"target {kind} registered twice"
-        _TARGETS[kind] = fn
-        return fn
-
-    return wrap
+    return TARGETS.register(kind)
 
 
 def target_kinds() -> list[str]:
-    return sorted(_TARGETS)
+    return TARGETS.names()
 
 
 def load_target(spec: str, *, train_fraction: float = 1.0, samples_per_class: int = 0,
@@ -74,13 +71,12 @@ def load_target(spec: str, *, train_fraction: float = 1.0, samples_per_class: in
     that share of each class. The val split is never subsampled.
     """
     kind, _, path = spec.partition(":")
-    if kind not in _TARGETS:
-        raise ValueError(f"dataset: got {spec!r}, expected one of {target_kinds()} (as KIND or KIND:PATH)")
+    loader = TARGETS.get(kind, shown=spec)
     if not 0.0 < train_fraction <= 1.0:
         raise ValueError(f"train_fraction: got {train_fraction}, expected a value in (0, 1]")
     if samples_per_class < 0:
         raise ValueError(f"samples_per_class: got {samples_per_class}, expected >= 0 (0 keeps all)")
-    data = _TARGETS[kind](path)
+    data = loader(path)
     data.name = spec
     keep = subset_indices(data.train_labels, data.num_classes, train_fraction, samples_per_class, seed)
     data.train_images, data.train_labels = data.train_images[keep], data.train_labels[keep]
@@ -299,8 +295,8 @@ def load_imagefolder(path: str) -> TargetData:
 @register_target("parquet")
 def load_parquet(path: str) -> TargetData:
     """A folder written by `fdsl generate` (checked against its manifest); 20% held out per class."""
-    from fdsl.platform.manifest import load_manifest
-    from fdsl.platform.shards import read_shard
+    from fdsl.platform.data.manifest import load_manifest
+    from fdsl.platform.data.shards import read_shard
 
     folder = _require_dir(path, "parquet")
     manifest = load_manifest(folder)

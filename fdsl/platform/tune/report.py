@@ -20,6 +20,8 @@ import json
 import os
 from pathlib import Path
 
+from fdsl.atomic import atomic_path, atomic_write_text
+
 TRIALS = "trials"
 TRIAL_FILE = "trial.json"
 SWEEP_FILE = "sweep.json"
@@ -52,15 +54,13 @@ def _ranked(trials: list[dict], metric: str, mode: str) -> list[dict]:
 
 
 def write_csv(path: Path, trials: list[dict], params: list[str], metrics: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["trial", "status", *params, *metrics, "dataset"])
         for t in trials:
             writer.writerow([t["trial"], t.get("status", ""), *[t["params"].get(p, "") for p in params],
                              *[t.get("metrics", {}).get(m, "") for m in metrics],
                              t.get("dataset", {}).get("fingerprint", "")])
-    os.replace(tmp, path)
 
 
 def curve_label(trial: dict, params: list[str]) -> str:
@@ -101,7 +101,8 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
         fig.suptitle(f"{metric} vs each swept parameter")
         fig.tight_layout()
         made["metric_vs_params"] = out / "metric_vs_params.png"
-        fig.savefig(made["metric_vs_params"], dpi=90)
+        with atomic_path(made["metric_vs_params"]) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
         plt.close(fig)
     curves = sorted({name for t in trials for name in t.get("curves", {})})
     if curves:
@@ -120,7 +121,8 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
             axes[0][-1].legend(fontsize=6)
         fig.tight_layout()
         made["learning_curves"] = out / "learning_curves.png"
-        fig.savefig(made["learning_curves"], dpi=90)
+        with atomic_path(made["learning_curves"]) as tmp:
+            fig.savefig(tmp, dpi=90, format="png")
         plt.close(fig)
     return made
 
@@ -170,7 +172,7 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     if thumbs:
         md += ["## Data sets (preview of each trial's data)", ""]
         md += [f"- `{name}`: ![{name}]({os.path.relpath(p, root)})" for name, p in thumbs.items()]
-    _atomic_text(paths["md"], "\n".join(md) + "\n")
+    atomic_write_text(paths["md"], "\n".join(md) + "\n")
 
     esc = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
@@ -203,12 +205,7 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     parts.append("<script>window.addEventListener('load',()=>{const ok=[...document.images]"
                  ".filter(i=>i.complete&&i.naturalWidth>0).length;"
                  "document.body.dataset.imagesLoaded=ok;});</script></body></html>")
-    _atomic_text(paths["html"], "\n".join(parts))
+    atomic_write_text(paths["html"], "\n".join(parts))
     paths.update({f"plot_{k}": v for k, v in plots.items()})
     return paths
 
-
-def _atomic_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

@@ -6,12 +6,12 @@
 
 DINO (Caron et al. ICCV'21): a student and a teacher ViT (timm, `dynamic_img_size` so one network
 takes both crop sizes), each followed by a projection head (`DINOHead`). Every image gives 2 global
-and N local crops (`multicrop_batch`, a Ray Data task); the teacher sees the global crops, the student
-all of them, and the student learns to predict the teacher's centred, sharpened distribution over
-`out_dim` prototypes for every other view (`DINOLoss`). The teacher is the exponential moving average
-of the student (`ema_update`), its momentum raised from `momentum_teacher` to 1 on a cosine schedule.
-Only the head, the loss and the EMA are written here; backbone, optimiser and the data path are timm,
-torch and Ray's.
+and N local crops (`multicrop_views`, in the Ray Data tasks of `seeded_stream`); the teacher sees
+the global crops, the student all of them, and the student learns to predict the teacher's centred,
+sharpened distribution over `out_dim` prototypes for every other view (`DINOLoss`). The teacher is
+the exponential moving average of the student (`ema_update`), its momentum raised from
+`momentum_teacher` to 1 on a cosine schedule. Only the head, the loss and the EMA are written here;
+backbone, optimiser and the data path are timm, torch and Ray's.
 
 Run folder (`--out RUN`): experiment.json, metrics.jsonl (one line per step: loss, lr, wd,
 momentum, teacher_temp, images/s), train/ (Ray Train), and the teacher backbone as
@@ -21,7 +21,6 @@ momentum, teacher_temp, images/s), train/ (Ray Train), and the teacher backbone 
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -34,13 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fdsl.platform.ssl_config import SSLConfig
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-EXPERIMENT_FILE = "experiment.json"
-METRICS_FILE = "metrics.jsonl"
-TRAIN_NAME = "train"
+from fdsl.platform.train.augment import batch_resized_crop
+from fdsl.platform.train.config import SSLConfig
+from fdsl.platform.train.run import (
+    MetricsLog,
+    connect_checked,
+    epoch_due,
+    fit,
+    quiet_data,
+    read_metrics,
+    refuse_used_folder,
+    start_worker,
+    write_experiment,
+)
+from fdsl.platform.train.weights import WEIGHTS_FILE, check_buildable, export_weights
 
 
 # --- DINO: head, loss, EMA (nothing installed provides them) ----------------------------------------------
@@ -165,6 +171,10 @@ def build_backbone(arch: str, img_size: int, patch_size: int, drop_path_rate: fl
         return timm.create_model(arch, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate)
 
 
+def _headless(arch: str, img_size: int, patch_size: int):
+    return build_backbone(arch, img_size, patch_size, 0.0)
+
+
 def dino_step(student, teacher, loss_fn, optimizer, crops, *, teacher_temp: float, momentum: float,
               clip_grad: float = 0.0, freeze_last_layer: bool = False, student_module=None) -> float:
     """One DINO optimisation step on a list of crop batches (2 global first); returns the loss.
@@ -214,20 +224,15 @@ def _photometric(crops, *, color_jitter: float, blur: float, solarize: float, gr
     return out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
 
 
-def multicrop_batch(batch: dict[str, np.ndarray], *, source: list, num_images: int, seed: int, img_size: int,
-                    local_size: int, num_local: int, global_scale_min: float, local_scale_max: float,
-                    hflip: float, color_jitter: float, blur: float, solarize: float) -> dict[str, np.ndarray]:
-    """Ray Data adapter: {"id"} -> {"global" (B,2,3,S,S) uint8, "local" (B,N,3,s,s) uint8 if N > 0}.
+def multicrop_views(picked: np.ndarray, labels=None, *, img_size: int, local_size: int, num_local: int,
+                    global_scale_min: float, local_scale_max: float, hflip: float, color_jitter: float,
+                    blur: float, solarize: float) -> dict[str, np.ndarray]:
+    """DINO's views of a drawn batch (labels unused): {"global" (B,2,3,S,S) uint8, "local" (B,N,3,s,s)
+    uint8 if N > 0}; the augmentation of SSL's `seeded_stream`.
 
     Blur probability: 1 on the first global view, 0.1 on the second, `blur` on the locals (DINO);
     `blur` 0 turns it off everywhere. Solarisation only on the second global view.
     """
-    from fdsl.platform.target_stream import batch_resized_crop, get_source, seed_batch, stream_indices
-
-    images, _ = get_source(source)
-    ids = np.asarray(batch["id"], dtype=np.int64)
-    picked = images[stream_indices(ids, num_images, seed)]
-    seed_batch(seed, int(ids[0]) if len(ids) else 0)
     views = []
     for view_blur, view_solarize in ((1.0, 0.0), (0.1, solarize)):  # DINO's two global views
         crops = batch_resized_crop(picked, img_size, (global_scale_min, 1.0), hflip)
@@ -242,25 +247,6 @@ def multicrop_batch(batch: dict[str, np.ndarray], *, source: list, num_images: i
 
 
 # --- the worker ----------------------------------------------------------------------------------------
-def _export_backbone(backbone, spec: dict, cfg: SSLConfig, out: Path, mean, std, step: int) -> None:
-    from safetensors.torch import save_file
-
-    state = {}
-    for name, tensor in backbone.state_dict().items():
-        tensor = tensor.detach().cpu()
-        state[name] = (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
-    tmp = out / f".{WEIGHTS_FILE}.tmp"
-    save_file(state, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, out / WEIGHTS_FILE)
-    config = {"architecture": spec["architecture"], "img_size": spec["img_size"],
-              "patch_size": spec["patch_size"], "num_classes": 0, "in_chans": 3, "mean": list(mean),
-              "std": list(std), "interpolation": "bicubic", "step": step, "ssl": cfg.to_dict(),
-              "source": "dino teacher backbone"}
-    tmp = out / f".{CONFIG_FILE}.tmp"
-    tmp.write_text(json.dumps(config, indent=2) + "\n")
-    os.replace(tmp, out / CONFIG_FILE)
-
-
 def train_func(config: dict[str, Any]) -> None:
     """The Ray Train loop of DINO. config: {"ssl": SSLConfig dict, "model": {architecture, img_size,
     patch_size, local_size, mean, std}, "num_train": int, "run_dir": str or None}."""
@@ -270,11 +256,8 @@ def train_func(config: dict[str, Any]) -> None:
 
     cfg = SSLConfig.from_dict(config["ssl"])
     cfg.validate()
-    spec, run_dir = config["model"], config.get("run_dir")
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = cfg.worker_device()
-    torch.manual_seed(cfg.seed)
+    spec, run_dir, num_train = config["model"], config.get("run_dir"), config["num_train"]
+    rank, world, device = start_worker(cfg)
     backbone = build_backbone(spec["architecture"], spec["img_size"], spec["patch_size"], cfg.drop_path_rate)
     embed = backbone.num_features
     student = MultiCrop(backbone, DINOHead(embed, cfg.out_dim, cfg.hidden_dim, cfg.bottleneck_dim,
@@ -291,16 +274,15 @@ def train_func(config: dict[str, Any]) -> None:
     groups = param_groups_weight_decay(plain, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=0.0)
     loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
-    plan = cfg.schedule(config["num_train"])
-    total, per_epoch = plan["total_steps"], plan["steps_per_epoch"]
+    plan = cfg.schedule(num_train)
+    total = plan["total_steps"]
     mean, std = spec["mean"], spec["std"]
     scale = torch.tensor([255.0 * s for s in std], device=device).view(1, 3, 1, 1)
     shift = torch.tensor([255.0 * m for m in mean], device=device).view(1, 3, 1, 1)
     batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=cfg.micro_batch_size, drop_last=True, prefetch_batches=cfg.prefetch_batches,
         device=device))
-    out = Path(run_dir) if run_dir and rank == 0 else None
-    log = open(out / METRICS_FILE, "a") if out is not None else None  # noqa: SIM115 (closed at the end)
+    log = MetricsLog(run_dir, rank)
     student.train()
     epoch_losses: list[float] = []
     last = time.perf_counter()
@@ -312,7 +294,7 @@ def train_func(config: dict[str, Any]) -> None:
         if "local" in batch:
             crops += [batch["local"][:, k] for k in range(batch["local"].shape[1])]
         crops = [c.float().sub_(shift).div_(scale) for c in crops]
-        epoch = step / per_epoch
+        epoch = step * cfg.global_batch_size / num_train
         lr = lr_at(cfg, step, plan)
         wd = cosine(cfg.weight_decay, cfg.weight_decay_end, step, total)
         for group in optimizer.param_groups:
@@ -326,50 +308,43 @@ def train_func(config: dict[str, Any]) -> None:
                          student_module=plain)
         epoch_losses.append(loss)
         now = time.perf_counter()
-        row = {"step": step + 1, "epoch": round((step + 1) / per_epoch, 4), "loss": loss, "lr": lr, "wd": wd,
+        row = {"step": step + 1, "epoch": round((step + 1) * cfg.global_batch_size / num_train, 4),
+               "loss": loss, "lr": lr, "wd": wd,
                "momentum": momentum, "teacher_temp": temp, "data_wait_s": round(waited, 5),
                "images_per_s": round(cfg.global_batch_size / max(now - last, 1e-9), 2)}
         last = now
-        if log is not None:
-            log.write(json.dumps(row) + "\n")
-            log.flush()
-        if (step + 1) % per_epoch == 0:
-            ray.train.report({"epoch": (step + 1) // per_epoch, "step": step + 1,
-                              "ssl_loss": float(np.mean(epoch_losses)), "lr": lr})
+        log.metrics(row)
+        done = epoch_due(step + 1, total, cfg.global_batch_size, num_train)
+        if done is not None:
+            ray.train.report({"epoch": done, "step": step + 1, "ssl_loss": float(np.mean(epoch_losses)),
+                              "lr": lr})
             epoch_losses = []
-    if out is not None:
-        log.close()
-        _export_backbone(teacher.backbone, spec, cfg, out, mean, std, total)
+    if run_dir:  # the teacher backbone, headless, in the format of `fdsl pretrain`
+        export_weights(teacher.backbone, run_dir, {
+            "architecture": spec["architecture"], "img_size": spec["img_size"],
+            "patch_size": spec["patch_size"], "num_classes": 0, "mean": mean, "std": std, "step": total,
+            "ssl": cfg.to_dict(), "source": "dino teacher backbone"}, rank)
 
 
 # --- the driver ------------------------------------------------------------------------------------------
 def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike):
     """Every check that can fail before a worker starts; returns (loop config, TargetData)."""
-    import timm
 
-    from fdsl.platform.targets import load_target
+    from fdsl.platform.data.targets import load_target
 
     if dataset:
         experiment.ssl.dataset = dataset
     experiment.validate()
     cfg, pre = experiment.ssl, experiment.pretrain
-    out = Path(out).absolute()
-    if (out / WEIGHTS_FILE).exists() or (out / TRAIN_NAME).exists():
-        raise FileExistsError(f"{out} holds an SSL run already; choose another --out")
+    out = refuse_used_folder(out)
     arch = cfg.model or pre.model
     img_size, patch = cfg.img_size or pre.img_size, cfg.patch_size or pre.patch_size
     local = cfg.local_img_size or max(patch, (img_size // 2) // patch * patch)
-    if not timm.is_model(arch):
-        raise ValueError(f"ssl.model: got {arch!r}, expected a timm model name (see timm.list_models())")
     if img_size % patch or local % patch:
         raise ValueError(f"ssl.local_img_size: crops of {img_size} and {local} px, expected multiples of "
                          f"patch_size {patch}")
-    try:
-        with torch.device("meta"):
-            build_backbone(arch, img_size, patch, 0.0)
-    except (TypeError, ValueError, AssertionError, RuntimeError) as err:
-        raise ValueError(f"ssl.model: timm cannot build {arch!r} with img_size={img_size}, "
-                         f"patch_size={patch}: {err}") from None
+    check_buildable("ssl", arch, _headless,
+                    img_size=img_size, patch_size=patch)
     data = load_target(cfg.dataset, train_fraction=cfg.train_fraction,
                        samples_per_class=cfg.samples_per_class, seed=cfg.seed)
     if len(data.train_labels) < cfg.micro_batch_size:
@@ -386,42 +361,27 @@ def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike):
 def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str | None = None,
         callbacks=()) -> dict:
     """DINO pre-training of `experiment.ssl` on the training images of `dataset` into run folder `out`."""
-    import ray
-    import ray.data
-    from ray.train import FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
-
-    from fdsl.platform.manifest import atomic_write_text
-    from fdsl.platform.pretrain import connect_checked
-    from fdsl.platform.target_stream import put_source, stream_dataset
+    from fdsl.platform.train.streams import seeded_stream
 
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     loop, data = prepare_ssl(experiment, dataset, out)
     cfg, spec = experiment.ssl, loop["model"]
     out = Path(loop["run_dir"])
     connect_checked(cfg, "ssl", address)
-    ray.data.DataContext.get_current().enable_progress_bars = False
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2) + "\n")
-    source = put_source(data.train_images, data.train_labels)
+    quiet_data()
+    write_experiment(out, experiment)
     rows = cfg.schedule(loop["num_train"])["total_steps"] * cfg.global_batch_size
-    train_ds = stream_dataset(rows, cfg.augment_batch_size).map_batches(
-        multicrop_batch, batch_format="numpy", batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus,
-        fn_kwargs=dict(source=source, num_images=loop["num_train"], seed=cfg.seed, img_size=spec["img_size"],
-                       local_size=spec["local_size"], num_local=cfg.num_local_crops,
-                       global_scale_min=cfg.global_crop_scale_min, local_scale_max=cfg.local_crop_scale_max,
-                       hflip=cfg.hflip, color_jitter=cfg.color_jitter, blur=cfg.blur, solarize=cfg.solarize))
+    train_ds = seeded_stream(
+        data.train_images, data.train_labels, num_rows=rows, seed=cfg.seed, augment=multicrop_views,
+        batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, img_size=spec["img_size"],
+        local_size=spec["local_size"], num_local=cfg.num_local_crops,
+        global_scale_min=cfg.global_crop_scale_min, local_scale_max=cfg.local_crop_scale_max, hflip=cfg.hflip,
+        color_jitter=cfg.color_jitter, blur=cfg.blur, solarize=cfg.solarize)
     print(f"ssl: DINO on {cfg.dataset} ({loop['num_train']} unlabelled images), {spec['architecture']} "
           f"{spec['img_size']}px/{spec['patch_size']}, 2 x {spec['img_size']}px + {cfg.num_local_crops} x "
           f"{spec['local_size']}px crops, {cfg.epochs} epochs", flush=True)
-    trainer = TorchTrainer(
-        train_func, train_loop_config=loop,
-        scaling_config=cfg.scaling_config(),
-        run_config=RunConfig(name=TRAIN_NAME, storage_path=str(out), callbacks=list(callbacks),
-                             failure_config=FailureConfig(max_failures=0)),
-        datasets={"train": train_ds})
     start = time.perf_counter()
-    trainer.fit()
+    fit(train_func, loop, cfg, out, {"train": train_ds}, callbacks=callbacks)
     rows = read_ssl_metrics(out)
     first = float(np.mean([r["loss"] for r in rows[:max(1, len(rows) // 10)]]))
     final = float(np.mean([r["loss"] for r in rows[-max(1, len(rows) // 10):]]))
@@ -433,9 +393,5 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     return result
 
 
-def read_ssl_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The rows of an SSL run's metrics.jsonl (one per step)."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+read_ssl_metrics = read_metrics
+"""The rows of an SSL run's metrics.jsonl (one per step)."""

@@ -18,7 +18,8 @@ import os
 from pathlib import Path
 
 from fdsl import __version__
-from fdsl.platform.shards import SHARD_GLOB, TMP_GLOB, combine_content, file_sha256, shard_name
+from fdsl.atomic import atomic_write_text
+from fdsl.platform.data.shards import combine_content, file_sha256, shard_name
 
 MANIFEST = "manifest.json"
 PROGRESS = "_progress.jsonl"
@@ -59,19 +60,6 @@ def identity_diff(have: dict, want: dict) -> str:
 
 
 # --- reading and writing the two files -----------------------------------------------------------
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def load_manifest(directory: str | os.PathLike) -> dict:
     """The manifest of a complete dataset folder, or FileNotFoundError/ValueError saying what to do."""
     directory = Path(directory)
@@ -214,10 +202,3 @@ def verify_dataset(directory: str | os.PathLike, full: bool = True) -> Verificat
     manifest = load_manifest(directory)
     bad = check_shards(directory, manifest["shards"], full)
     return Verification(str(directory), True, manifest["num_shards"], bad, manifest)
-
-
-def stray_files(directory: Path) -> list[Path]:
-    """Files of the folder that are neither ours nor hidden temporaries."""
-    ours = {MANIFEST, PROGRESS}
-    return [p for p in directory.iterdir()
-            if p.name not in ours and not p.match(SHARD_GLOB) and not p.match(TMP_GLOB)]

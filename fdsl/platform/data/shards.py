@@ -22,15 +22,15 @@ import io
 import json
 import os
 import time
-import uuid
 from pathlib import Path
 
 import numpy as np
 
-from fdsl.generators import Generator, build_generator
+from fdsl.atomic import atomic_path
+from fdsl.generators import Generator, build_generator, generator_class
 
 SHARD_GLOB = "shard-*.parquet"
-TMP_GLOB = ".shard-*.parquet.*.tmp"
+TMP_GLOB = ".shard-*.parquet.*.tmp*"
 HASH_CHUNK = 4 << 20
 
 
@@ -76,9 +76,7 @@ def plan_of(experiment) -> ShardPlan:
 @functools.lru_cache(maxsize=4)
 def _generator(generator: str, data_json: str) -> Generator:
     """One generator per process and config, so its per-class cache survives across batches."""
-    from fdsl.experiment import Experiment
-
-    data = Experiment.from_dict({"generator": generator, "data": json.loads(data_json)}).data
+    data = generator_class(generator).config_cls.from_dict(json.loads(data_json))
     return build_generator(generator, data)
 
 
@@ -160,8 +158,12 @@ def combine_content(shard_digests: list[str]) -> str:
 
 
 # --- writing one shard ----------------------------------------------------------------------
-def write_shard(out_dir: str | os.PathLike, shard: int, *, experiment_dict: dict) -> dict:
-    """Render shard `shard` of an experiment and write it atomically; returns its manifest entry.
+def write_shard(out_dir: str | os.PathLike, shard: int, *, generator: tuple[str, str],
+                synthesis: dict) -> dict:
+    """Render shard `shard` of a data set and write it atomically; returns its manifest entry.
+
+    `generator` is `generator_key(experiment)`, `synthesis` the experiment's synthesis section as a
+    dict (both plain data, cheap to ship to a Ray task).
 
     Row groups of `batch_size` rows are rendered, encoded and written one at a time (memory stays
     at one batch), to a hidden temporary file that is fsynced and renamed into place. On any error
@@ -170,15 +172,14 @@ def write_shard(out_dir: str | os.PathLike, shard: int, *, experiment_dict: dict
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from fdsl.experiment import Experiment
+    from fdsl.platform.data.synthesis_config import SynthesisConfig
 
-    experiment = Experiment.from_dict(experiment_dict)
-    syn = experiment.synthesis
-    plan = plan_of(experiment)
+    syn = SynthesisConfig.from_dict(synthesis)
+    data = _generator(*generator).config
+    plan = ShardPlan(data.num_classes, data.num_instances, syn.shard_rows)
     rows = plan.rows(shard)
     final = Path(out_dir) / shard_name(shard)
-    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.tmp")
-    key = generator_key(experiment)
+    key = generator
     content = hashlib.sha256()
     schema = pa.schema([("image", pa.binary()), ("label", pa.int32()), ("instance", pa.int32())])
     compression = ({"image": "zstd", "label": "zstd", "instance": "zstd"} if syn.encoding == "raw"
@@ -186,36 +187,32 @@ def write_shard(out_dir: str | os.PathLike, shard: int, *, experiment_dict: dict
     image_shape = None
     writer = None
     started = time.perf_counter()
-    try:
-        for start in range(rows.start, rows.stop, syn.batch_size):
-            ids = np.arange(start, min(start + syn.batch_size, rows.stop), dtype=np.int64)
-            batch = render_batch({"id": ids}, generator=key, num_instances=plan.num_instances)
-            if image_shape is None:
-                image_shape = list(batch["image"].shape[1:])
-                meta = {"encoding": syn.encoding, "image_shape": image_shape, "shard": shard,
-                        "first_row": rows.start}
-                writer = pq.ParquetWriter(
-                    tmp, schema.with_metadata({"fdsl": json.dumps(meta)}), compression=compression,
-                    compression_level=syn.compression_level if syn.encoding == "raw" else None,
-                    use_dictionary=["label", "instance"], write_statistics=["label", "instance"])
-            assert list(batch["image"].shape[1:]) == image_shape, "a generator changed image shape"
-            update_content_hash(content, batch["image"], batch["label"], batch["instance"])
-            blobs = encode_images(batch["image"], syn.encoding, syn.compression_level)
-            writer.write_table(pa.table({"image": pa.array(blobs, pa.binary()),
-                                         "label": pa.array(batch["label"], pa.int32()),
-                                         "instance": pa.array(batch["instance"], pa.int32())},
-                                        schema=writer.schema), row_group_size=syn.batch_size)
-        writer.close()
-        writer = None
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        digest, size = file_sha256(tmp), tmp.stat().st_size
-        os.replace(tmp, final)
-    finally:
-        if writer is not None:
+    with atomic_path(final) as tmp:  # fsynced and renamed on success, removed on any error
+        try:
+            for start in range(rows.start, rows.stop, syn.batch_size):
+                ids = np.arange(start, min(start + syn.batch_size, rows.stop), dtype=np.int64)
+                batch = render_batch({"id": ids}, generator=key, num_instances=plan.num_instances)
+                if image_shape is None:
+                    image_shape = list(batch["image"].shape[1:])
+                    meta = {"encoding": syn.encoding, "image_shape": image_shape, "shard": shard,
+                            "first_row": rows.start}
+                    writer = pq.ParquetWriter(
+                        tmp, schema.with_metadata({"fdsl": json.dumps(meta)}), compression=compression,
+                        compression_level=syn.compression_level if syn.encoding == "raw" else None,
+                        use_dictionary=["label", "instance"], write_statistics=["label", "instance"])
+                assert list(batch["image"].shape[1:]) == image_shape, "a generator changed image shape"
+                update_content_hash(content, batch["image"], batch["label"], batch["instance"])
+                blobs = encode_images(batch["image"], syn.encoding, syn.compression_level)
+                writer.write_table(pa.table({"image": pa.array(blobs, pa.binary()),
+                                             "label": pa.array(batch["label"], pa.int32()),
+                                             "instance": pa.array(batch["instance"], pa.int32())},
+                                            schema=writer.schema), row_group_size=syn.batch_size)
             writer.close()
-        if tmp.exists():
-            tmp.unlink()
+            writer = None
+            digest, size = file_sha256(tmp), tmp.stat().st_size
+        finally:
+            if writer is not None:
+                writer.close()
     return {"shard": shard, "file": final.name, "rows": len(rows), "first_row": rows.start,
             "bytes": size, "sha256": digest, "content_sha256": content.hexdigest(),
             "image_shape": image_shape, "seconds": round(time.perf_counter() - started, 4)}

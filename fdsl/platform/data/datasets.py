@@ -6,8 +6,7 @@ Both give the same columns, so a trainer does not care which one it got:
     instance  int32 instance id within the class
 
     ds = read_dataset("runs/data/debug")                # shards written by `fdsl generate`
-    ds = stream_dataset(get_preset("debug-fractaldb"))  # the same images, rendered by Ray tasks
-    ds = open_dataset(experiment)                       # whichever experiment.synthesis.source says
+    ds = render_dataset(get_preset("debug-fractaldb"))  # the same images, rendered by Ray tasks
 Rows come class-major; shuffle in the consumer (e.g. `iter_torch_batches(local_shuffle_buffer_size=)`
 or `ds.randomize_block_order()`).
 """
@@ -19,8 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from fdsl.platform.manifest import check_shards, identity, identity_diff, load_manifest
-from fdsl.platform.shards import ShardPlan, decode_images, generator_key, plan_of, read_shard, render_batch
+from fdsl.platform.data.manifest import check_shards, identity, identity_diff, load_manifest
+from fdsl.platform.data.shards import (
+    ShardPlan,
+    decode_images,
+    generator_key,
+    plan_of,
+    read_shard,
+    render_batch,
+)
 
 COLUMNS = ("image", "label", "instance")
 
@@ -94,7 +100,7 @@ def read_dataset(directory: str | os.PathLike, *, verify: bool = False):
     return ds.map_batches(_decode_batch, batch_format="numpy", fn_kwargs=decode, num_cpus=READ_CPUS)
 
 
-def stream_dataset(experiment):
+def render_dataset(experiment):
     """A `ray.data.Dataset` rendering the experiment's images on the fly (nothing on disk).
 
     One block per planned shard, rendered in batches of `synthesis.batch_size` by the same adapter
@@ -110,22 +116,6 @@ def stream_dataset(experiment):
         render_batch, batch_size=syn.batch_size, num_cpus=syn.num_cpus_per_task,
         resources={syn.task_resource: 0.001} if syn.task_resource else None,
         fn_kwargs={"generator": generator_key(experiment), "num_instances": plan.num_instances})
-
-
-def open_dataset(experiment, directory: str | os.PathLike | None = None):
-    """The training input of an experiment: `stream_dataset`, or its generated folder, by source.
-
-    With source "parquet" the folder is `directory` or `experiment.synthesis.dataset_dir`, and it
-    must hold this experiment's images.
-    """
-    if experiment.synthesis.source == "stream":
-        return stream_dataset(experiment)
-    directory = directory or experiment.synthesis.dataset_dir
-    if not directory:
-        raise ValueError("synthesis.dataset_dir: got '', expected the folder written by `fdsl generate` "
-                         "(or set synthesis.source=stream)")
-    validate_dataset_dir(directory, experiment)
-    return read_dataset(directory)
 
 
 def read_images(directory: str | os.PathLike, pairs: list[tuple[int, int]]) -> list[np.ndarray]:

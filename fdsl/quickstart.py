@@ -21,13 +21,14 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
     """Run every step into `out`; returns {step: summary} and prints the table."""
     import ray
 
-    from fdsl.cli import preview_dataset
-    from fdsl.platform.finetune import finetune
-    from fdsl.platform.pretrain import pretrain
-    from fdsl.platform.sweep import run_sweep
-    from fdsl.platform.synthesis import connect, generate
+    from fdsl.platform.connect import connect
+    from fdsl.platform.data.synthesis import generate
+    from fdsl.platform.train.finetune import finetune
+    from fdsl.platform.train.pretrain import pretrain
+    from fdsl.platform.tune.sweep import run_sweep
     from fdsl.presets import get_preset
-    from fdsl.sweeps import get_sweep
+    from fdsl.preview import preview_dataset
+    from fdsl.sweeps import check_sweep, get_sweep
 
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -53,7 +54,8 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
         tune = get_preset("debug-finetune")
         step("finetune-fdsl", lambda: finetune(tune, pre["model"], "digits", out / "finetune-fdsl"))
         step("finetune-scratch", lambda: finetune(tune, "scratch", "digits", out / "finetune-scratch"))
-        step("sweep", lambda: run_sweep(get_sweep(QUICKSTART_SWEEP), QUICKSTART_SWEEP, out / "sweep"))
+        sweep = get_sweep(QUICKSTART_SWEEP)
+        step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep)))
     finally:
         if started_here:
             ray.shutdown()
@@ -75,7 +77,7 @@ def _describe(name: str, value) -> str:
     if name.startswith("finetune"):
         return f"top-1 {value['finetune_top1']:.3f} on digits ({value.get('epochs', '?')} epochs)"
     if name == "sweep":
-        from fdsl.platform.sweep import describe_best
+        from fdsl.platform.tune.sweep import describe_best
 
         return f"{value['trials']} trials, {describe_best(value)}, {value['generations']} data sets generated"
     return ""

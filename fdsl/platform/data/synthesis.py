@@ -1,12 +1,12 @@
 """Distributed synthesis: an experiment -> a folder of shard-NNNNN.parquet files + manifest.json.
 
     from fdsl.presets import get_preset
-    from fdsl.platform.synthesis import generate
+    from fdsl.platform.data.synthesis import generate
     result = generate(get_preset("debug-fractaldb"), "runs/data/debug")   # starts a local Ray if needed
     print(result.summary())
 
 A Ray Data pipeline maps over the shard indices still to do; each task renders one shard with the
-render adapter (`fdsl.platform.shards.render_batch`), encodes it and writes it atomically, so a
+render adapter (`fdsl.platform.data.shards.render_batch`), encodes it and writes it atomically, so a
 shard's name and bytes never depend on scheduling. The driver journals finished shards in
 _progress.jsonl and writes manifest.json last. Re-running resumes: only missing or corrupt shards
 are rendered; a complete folder is verified and left as it is; another config's folder is refused.
@@ -22,7 +22,9 @@ import os
 import time
 from pathlib import Path
 
-from fdsl.platform.manifest import (
+from fdsl.atomic import OutputError
+from fdsl.platform.connect import connect
+from fdsl.platform.data.manifest import (
     MANIFEST,
     PROGRESS,
     Progress,
@@ -35,7 +37,7 @@ from fdsl.platform.manifest import (
     load_manifest,
     load_progress,
 )
-from fdsl.platform.shards import TMP_GLOB, plan_of, shard_name, write_shard
+from fdsl.platform.data.shards import TMP_GLOB, generator_key, plan_of, shard_name, write_shard
 
 LOCK = ".lock"
 
@@ -72,58 +74,13 @@ class SynthesisResult:
                 f"{m['bytes_per_image']:.0f} bytes/image -> {self.directory}")
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
-    """Join the Ray cluster at `address`, or start a local Ray; True if this call started a local Ray.
-
-    Does nothing when Ray is already initialised (e.g. in tests or inside a Tune trial). Inside
-    `ray job submit` (RAY_ADDRESS set) it joins the job's cluster.
-    """
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if address:
-        _check_reachable(address)
-        runtime_env = None
-        if address.startswith("ray://"):  # a Ray Client: ship this package to the cluster's workers
-            import fdsl
-
-            runtime_env = {"py_modules": [fdsl]}
-        try:
-            ray.init(address=address, runtime_env=runtime_env)
-        except ConnectionError as err:
-            raise ValueError(f"address: cannot join a Ray cluster at {address!r} ({err})") from None
-        return False
-    if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
-        ray.init()
-        return False
-    # "local": a new Ray of our own, even if another one runs on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
-    return True
-
-
-def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
-    """Fail fast on a host:port nobody listens on (ray.init would keep retrying for minutes)."""
-    import socket
-
-    target = address.removeprefix("ray://")
-    host, sep, port = target.rpartition(":")
-    if not sep or not port.isdigit():
-        return  # "auto" and friends: ray.init reports those itself
-    try:
-        socket.create_connection((host, int(port)), timeout=timeout_s).close()
-    except OSError as err:
-        raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({err.strerror or err})") \
-            from None
-
-
 def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
              num_cpus: int | None = None, log=print) -> SynthesisResult:
     """Render `experiment` into the folder `out` (created, resumed or verified); see the module doc.
 
     `num_cpus`: CPUs of the local Ray this call starts, and the cap on concurrent render tasks.
     Raises ValueError for an unusable `out` (not writable, another config's data set, a foreign
-    folder) and RuntimeError when a render task fails (finished shards are kept for a resume).
+    folder) and OutputError when a render task cannot write its shard (finished shards are kept for a resume).
     """
     start = time.perf_counter()
     experiment.validate()
@@ -238,7 +195,7 @@ def _refuse_other(out: Path, have: dict, have_fp: str | None, want_fp: str, want
                          "or delete the folder")
 
 
-def _write_shards(batch: dict, *, out_dir: str, experiment_dict: dict) -> dict:
+def _write_shards(batch: dict, *, out_dir: str, generator: tuple[str, str], synthesis: dict) -> dict:
     """Ray Data task body: render and write the shards of each row's `shards` list, one after another.
 
     An I/O error (disk full, permissions) comes back as a record, so the driver can name it; Ray Data
@@ -250,7 +207,8 @@ def _write_shards(batch: dict, *, out_dir: str, experiment_dict: dict) -> dict:
     for group in batch["shards"]:
         for k in group:
             try:
-                entries.append(json.dumps(write_shard(out_dir, int(k), experiment_dict=experiment_dict)))
+                entry = write_shard(out_dir, int(k), generator=generator, synthesis=synthesis)
+                entries.append(json.dumps(entry))
             except OSError as err:
                 entries.append(json.dumps({"error": f"{shard_name(int(k))}: {type(err).__name__}: {err}"}))
                 break
@@ -295,7 +253,8 @@ def _render_shards(experiment, out: Path, todo: list[int], num_cpus: int | None)
         _write_shards, batch_size=1, num_cpus=syn.num_cpus_per_task,
         compute=ray.data.TaskPoolStrategy(size=cap),
         resources={syn.task_resource: 0.001} if syn.task_resource else None,
-        fn_kwargs={"out_dir": str(out), "experiment_dict": experiment.to_dict()})
+        fn_kwargs={"out_dir": str(out), "generator": generator_key(experiment),
+                   "synthesis": experiment.synthesis.to_dict()})
     # One operator only: Ray Data's per-operator reservation (meant to keep multi-operator pipelines
     # from starving each other) would hold back half the CPUs until the first task's output size is
     # known (measured on 2 CPUs: 1 task, then 2), and its downstream-capacity backpressure held the
@@ -305,9 +264,9 @@ def _render_shards(experiment, out: Path, todo: list[int], num_cpus: int | None)
     for row in ds.iter_rows():
         entry = json.loads(row["entry"])
         if "error" in entry:
-            raise RuntimeError(f"synthesis into {out} failed writing {entry['error']}; the finished "
-                               "shards are kept: fix the cause and run the same command to resume")
+            raise OutputError(f"synthesis into {out} failed writing {entry['error']}; the finished "
+                              "shards are kept: fix the cause and run the same command to resume")
         yield entry
 
 
-__all__ = ["SynthesisResult", "connect", "generate"]
+__all__ = ["SynthesisResult", "generate"]

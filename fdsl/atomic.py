@@ -1,0 +1,52 @@
+"""Atomic file writes: a temporary name in the same folder, then one `os.replace`.
+
+A reader never sees a half-written file, and a failed write leaves nothing behind (the temporary
+file is removed). Every file fdsl writes as a result goes through here. No Ray, torch or numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class OutputError(OSError):
+    """An output that could not be written for a reason the user can fix (no space left, a read-only
+    folder); the message names the path and what to do. The CLI reports it in one line."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.
+
+    The temporary name keeps the suffix (`.x.png.<id>.tmp.png` for `x.png`), so writers that pick
+    the format from the suffix (matplotlib, PIL) still do.
+    """
+    final = Path(path)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:12]}.tmp{final.suffix}")
+    try:
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` atomically (fsync'ed before the rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` atomically (fsync'ed before the rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)

@@ -1,0 +1,153 @@
+"""Augmentation of the three trainers, with timm's and torch's components.
+
+Per image, in Ray Data tasks (uint8 in, uint8 CHW out): `augment_images` (DeiT: RandomResizedCrop,
+flip, RandAugment, repeated augmentation, through timm's `create_transform`), or the batched
+`batch_resized_crop` when there is no RandAugment. Per batch, on the training device (as timm's GPU
+prefetcher does): `DeviceBatch` (normalise, random erasing, Mixup/CutMix, the loss), shared by
+pre-training and fine-tuning.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+
+
+def _posterize(img, bits_to_keep, **kwargs):
+    """timm's posterize, also for 0 bits (RandAugment's top magnitude), which Pillow >= 12 refuses:
+    keeping no bit gives a black image, as older Pillow did."""
+    from timm.data.auto_augment import posterize
+
+    return img.point(lambda _: 0) if bits_to_keep <= 0 else posterize(img, bits_to_keep, **kwargs)
+
+
+@functools.lru_cache(maxsize=8)
+def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hflip: float):
+    from timm.data import create_transform
+    from timm.data.auto_augment import RandAugment, posterize
+
+    # use_prefetcher=True: uint8 CHW out; normalisation and random erasing happen on the worker's device
+    transform = create_transform(input_size=(3, img_size, img_size), is_training=True, use_prefetcher=True,
+                                 scale=(crop_scale_min, 1.0), hflip=hflip, vflip=0.0,
+                                 auto_augment=randaugment or None, interpolation="bicubic", re_prob=0.0)
+    for step in transform.transforms:
+        for op in step.ops if isinstance(step, RandAugment) else ():
+            if op.aug_fn is posterize:
+                op.aug_fn = _posterize
+    return transform
+
+
+def to_rgb(image: np.ndarray):
+    """A uint8 HxW or HxWx3 array as an RGB PIL image."""
+    from PIL import Image
+
+    return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
+
+
+def augment_batch(batch: dict[str, np.ndarray], *, img_size: int, randaugment: str, crop_scale_min: float,
+                  hflip: float, repeats: int) -> dict[str, np.ndarray]:
+    """Ray Data adapter: {"image" (B,H,W[,3]) uint8, "label"} -> {"image" (B*r,3,S,S) uint8, "label" int64}.
+
+    Each image is augmented `repeats` times (repeated augmentation); the copies stay adjacent, so they
+    land in the same global batch as with DeiT's RASampler.
+    """
+    transform = _train_transform(img_size, randaugment, crop_scale_min, hflip)
+    images, labels = batch["image"], np.asarray(batch["label"], dtype=np.int64)
+    out = np.empty((len(images) * repeats, 3, img_size, img_size), dtype=np.uint8)
+    for i, image in enumerate(images):
+        pil = to_rgb(image)
+        for r in range(repeats):
+            out[i * repeats + r] = np.asarray(transform(pil))
+    return {"image": out, "label": np.repeat(labels, repeats)}
+
+
+def augment_images(images: np.ndarray, labels: np.ndarray, *, img_size: int, randaugment: str,
+                   crop_scale_min: float, hflip: float, repeats: int = 1) -> dict[str, np.ndarray]:
+    """Training augmentation of a drawn batch (see `fdsl.platform.train.streams.seeded_stream`).
+
+    With RandAugment or repeats: `augment_batch` (timm, per image). Without: `batch_resized_crop`
+    (RandomResizedCrop + flip of the whole batch at once, about 5x faster).
+    """
+    import torch
+
+    if randaugment or repeats > 1:
+        return augment_batch({"image": images, "label": labels}, img_size=img_size, randaugment=randaugment,
+                             crop_scale_min=crop_scale_min, hflip=hflip, repeats=repeats)
+    crops = batch_resized_crop(images, img_size, (crop_scale_min, 1.0), hflip)
+    return {"image": crops.round_().to(torch.uint8).numpy(), "label": np.asarray(labels, dtype=np.int64)}
+
+
+def batch_resized_crop(images: np.ndarray, size: int, scale: tuple[float, float], hflip: float,
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3)):
+    """RandomResizedCrop + horizontal flip of a whole batch at once (one `grid_sample`, bicubic).
+
+    images: (B,H,W) or (B,H,W,3) uint8 -> float tensor (B,3,size,size) in 0..255. Crop area fraction
+    ~ U(scale), log aspect ratio ~ U(log ratio), as torchvision/timm (10 tries, else the full image),
+    drawn from torch's global RNG. Per-image PIL transforms cost ~0.5 ms an image; this ~0.1 ms.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = (x[:, None].expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).float()
+    b, _, h, w = x.shape
+    area = torch.empty(b, 10).uniform_(scale[0], scale[1])
+    aspect = torch.empty(b, 10).uniform_(float(np.log(ratio[0])), float(np.log(ratio[1]))).exp()
+    crop_w = (area * aspect).sqrt() * (h / w) ** 0.5  # fractions of the width and height
+    crop_h = (area / aspect).sqrt() * (w / h) ** 0.5
+    ok = (crop_w <= 1) & (crop_h <= 1)
+    first, rows, found = ok.float().argmax(1), torch.arange(b), ok.any(1)
+    crop_w = torch.where(found, crop_w[rows, first], torch.ones(b))
+    crop_h = torch.where(found, crop_h[rows, first], torch.ones(b))
+    theta = torch.zeros(b, 2, 3)
+    theta[:, 0, 0] = crop_w * torch.where(torch.rand(b) < hflip, -1.0, 1.0)
+    theta[:, 0, 2] = (torch.rand(b) * 2 - 1) * (1 - crop_w)
+    theta[:, 1, 1] = crop_h
+    theta[:, 1, 2] = (torch.rand(b) * 2 - 1) * (1 - crop_h)
+    grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
+    return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp_(0, 255)
+
+
+class DeviceBatch:
+    """The per-batch half of the recipe, on the training device (as timm's GPU prefetcher does):
+    uint8 images -> normalised, randomly erased, Mixup/CutMix-ed inputs in the training dtype, and
+    the loss for the (soft, smoothed) targets. Used by pre-training, fine-tuning and
+    benchmarks/pretrain.py; `cfg` is a config with the `AugmentSection` fields."""
+
+    def __init__(self, cfg, num_classes: int, device, mean, std, dtype=None):
+        import torch
+        from timm.data import Mixup
+        from timm.data.random_erasing import RandomErasing
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+        self.mixup = (Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
+                            switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.label_smoothing,
+                            num_classes=num_classes) if cfg.mixes else None)
+        if self.mixup is not None:
+            self.criterion = SoftTargetCrossEntropy()
+        elif cfg.label_smoothing > 0:
+            self.criterion = LabelSmoothingCrossEntropy(cfg.label_smoothing)
+        else:
+            self.criterion = torch.nn.CrossEntropyLoss()
+        self.eraser = (RandomErasing(cfg.random_erasing, mode="pixel", device=str(device))
+                       if cfg.random_erasing > 0 else None)
+        self.scale = torch.tensor([255.0 * v for v in std], device=device).view(1, 3, 1, 1)
+        self.shift = torch.tensor([255.0 * v for v in mean], device=device).view(1, 3, 1, 1)
+        self.dtype = dtype or getattr(torch, cfg.torch_dtype_name)
+
+    def normalise(self, images):
+        """uint8 (B, 3, S, S) -> normalised inputs in the training dtype (no randomness)."""
+        return images.float().sub_(self.shift).div_(self.scale).to(self.dtype)
+
+    def inputs(self, images, labels):
+        """(model input, target) of a uint8 (B, 3, S, S) batch and its int64 labels."""
+        x = images.float().sub_(self.shift).div_(self.scale)
+        if self.eraser is not None:
+            x = self.eraser(x)
+        if self.mixup is not None:
+            x, labels = self.mixup(x, labels)
+        return x.to(self.dtype), labels
+
+    def loss(self, logits, target):
+        return self.criterion(logits.float(), target)

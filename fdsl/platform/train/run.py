@@ -1,0 +1,202 @@
+"""The run skeleton the three trainers share: driver steps before and after Ray Train, worker start.
+
+Driver (in order, each trainer calls them):
+    refuse_used_folder(out, resume)   a run folder holds one run: experiment.json or train/ mark it
+    connect_checked(cfg, section)     join or start Ray; a local Ray must be able to hold the run
+    write_experiment(out, exp)        experiment.json: the full config of the run (what resume reads)
+    fit(train_func, loop, cfg, out)   TorchTrainer with FailureConfig and checkpoints, then fit()
+Worker (inside `train_func`):
+    start_worker(cfg)                 rank, world size, device, threads, the same seed on every rank
+    MetricsLog(out, rank, from_step)  metrics.jsonl (one row per step or evaluation) + events.jsonl
+
+Run folder files, the same names in every trainer:
+    experiment.json  metrics.jsonl  events.jsonl  train/ (Ray Train)  model.safetensors + config.json
+    metrics.json     (fine-tuning's final summary)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fdsl.atomic import atomic_write_text
+from fdsl.platform.train.config import WorkersSection
+from fdsl.platform.train.weights import WEIGHTS_FILE
+
+EXPERIMENT_FILE = "experiment.json"
+"""The full experiment config of the run."""
+METRICS_LOG = "metrics.jsonl"
+"""One JSON row per optimizer step (pre-training, SSL) or per evaluation (fine-tuning)."""
+EVENTS_FILE = "events.jsonl"
+"""start / resume / checkpoint / done, with steps and world sizes."""
+SUMMARY_FILE = "metrics.json"
+"""Fine-tuning's final metrics (top-1, curve, baselines, confusion matrix)."""
+TRAIN_NAME = "train"
+"""Name of the Ray Train run inside the run folder."""
+
+
+# --- driver -------------------------------------------------------------------------------------
+def has_run(out: Path) -> bool:
+    """Whether `out` holds a run, of any trainer: one of the files a run writes is there."""
+    return any((out / name).exists() for name in (EXPERIMENT_FILE, TRAIN_NAME, SUMMARY_FILE, WEIGHTS_FILE))
+
+
+def refuse_used_folder(out: str | os.PathLike, *, resumable: bool = False) -> Path:
+    """The absolute run folder, or FileExistsError when it holds a run already."""
+    out = Path(out).absolute()
+    if has_run(out):
+        hint = "choose another --out"
+        if resumable:
+            hint = "pass --resume to continue it, or " + hint
+        raise FileExistsError(f"{out} holds a run already: {hint}")
+    return out
+
+
+def connect_checked(cfg: WorkersSection, section: str, address: str | None = None) -> None:
+    """Join or start Ray (`fdsl.platform.connect.connect`); a local Ray started here must hold the run.
+
+    Only a local Ray this call starts is checked: it never grows, so a run it cannot hold would wait
+    for resources forever. A cluster joined by address or as a Ray job may autoscale (its GPU pool
+    can sit at 0 nodes until the trainers ask), and a Ray already running in this process belongs to
+    the caller (a test, a Tune trial): those are not refused. ValueError naming `section` when the
+    local Ray is too small.
+    """
+    import ray
+
+    from fdsl.platform.connect import connect
+
+    if not connect(address):
+        return
+    have, need_cpu = ray.cluster_resources(), cfg.cpus_needed()
+    if have.get("CPU", 0) < need_cpu:
+        raise ValueError(f"{section}.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
+                         f"{cfg.augment_cpus} for augmentation need {need_cpu:g} CPUs, this machine's "
+                         f"local Ray has {have.get('CPU', 0):g}; lower num_workers, cpus_per_worker or "
+                         "augment_cpus, or pass --address of a larger cluster")
+    if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
+        raise ValueError(f"{section}.use_gpu: {cfg.num_workers} GPU workers requested, this machine's local "
+                         f"Ray has {have.get('GPU', 0):g} GPUs; set use_gpu=false or fewer num_workers, or "
+                         "pass --address of a cluster with GPUs")
+
+
+def quiet_data() -> None:
+    """Ray Data without progress bars and execution plans (one bar per pass per worker otherwise)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+
+
+def write_experiment(out: Path, experiment) -> None:
+    """Create the run folder and write experiment.json into it."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2) + "\n")
+
+
+def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets: dict, *,
+        split: Sequence[str] = ("train",), preserve_order: bool = True, keep_checkpoints: int | None = None,
+        callbacks: Sequence[Any] = ()):
+    """Run `train_func` on a TorchTrainer of `cfg`'s workers into `out/train`; returns Ray's Result.
+
+    Worker groups restart up to `cfg.max_failures` times (from the latest checkpoint, if the trainer
+    reports any); `split` datasets are split over the workers, in order with `preserve_order` (the
+    rows are seeded: their order makes a one-worker run reproducible); `callbacks` go to the
+    RunConfig (e.g. Tune's `TuneReportCallback()`).
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+    from ray.train.torch import TorchTrainer
+
+    ingest = DataConfig.default_ingest_options()
+    ingest.preserve_order = preserve_order
+    trainer = TorchTrainer(
+        train_func, train_loop_config=loop_config,
+        dataset_config=DataConfig(datasets_to_split=list(split), execution_options=ingest),
+        scaling_config=cfg.scaling_config(),
+        run_config=RunConfig(name=TRAIN_NAME, storage_path=str(out), callbacks=list(callbacks),
+                             failure_config=FailureConfig(max_failures=cfg.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
+        datasets=datasets)
+    return trainer.fit()
+
+
+# --- worker -------------------------------------------------------------------------------------
+def seed_all(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs."""
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def start_worker(cfg: WorkersSection) -> tuple[int, int, Any]:
+    """Inside a Train worker: (rank, world size, torch device); applies threads_per_worker, makes the
+    GPU current with use_gpu, and seeds every rank alike (the same initial model everywhere)."""
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    if cfg.threads_per_worker:
+        torch.set_num_threads(cfg.threads_per_worker)
+    device = ray.train.torch.get_device()
+    if cfg.use_gpu:
+        torch.cuda.set_device(device)
+    ctx = ray.train.get_context()
+    seed_all(cfg.seed)
+    return ctx.get_world_rank(), ctx.get_world_size(), device
+
+
+def epoch_due(step: int, total: int, batch: int, num_images: int, every: int = 1) -> int | None:
+    """The epoch (passes over `num_images`) completed by `step` when a report is due, else None.
+
+    Due after every `every`-th completed epoch, and at the last step always; a step of more images
+    than the set may complete several epochs at once.
+    """
+    epoch, before = step * batch // num_images, (step - 1) * batch // num_images
+    if step == total or epoch // every > before // every:
+        return epoch
+    return None
+
+
+class MetricsLog:
+    """metrics.jsonl and events.jsonl of a run folder, written by rank 0 only.
+
+    A restarted worker group continuing from step `from_step` drops the rows after it, so the log
+    stays one row per step (`from_step=0`: the log starts anew)."""
+
+    def __init__(self, run_dir: str | None, rank: int, from_step: int = 0, key: str = "step"):
+        self.dir = Path(run_dir) if run_dir and rank == 0 else None
+        if self.dir is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / METRICS_LOG
+        if path.exists():
+            kept = [line for line in path.read_text().splitlines()
+                    if line.strip() and json.loads(line)[key] <= from_step]
+            path.write_text("".join(line + "\n" for line in kept))
+
+    def metrics(self, row: dict) -> None:
+        if self.dir is not None:
+            with open(self.dir / METRICS_LOG, "a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    def event(self, name: str, **fields) -> None:
+        if self.dir is not None:
+            with open(self.dir / EVENTS_FILE, "a") as f:
+                f.write(json.dumps({"event": name, "time": round(time.time(), 3), **fields}) + "\n")
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The rows of a run's metrics.jsonl (any trainer)."""
+    path = Path(run_dir) / METRICS_LOG
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,259 @@
+"""The weights contract: `model.safetensors` + `config.json`, written once and read once.
+
+Every trainer exports through `export_weights` (fp32 tensors, ZeRO partitions gathered, written
+atomically by rank 0) and every reader loads through `load_pretrained` (timm's own pretrained-file
+path, so another head or input size is timm's job). `check_buildable` is the one "can timm build
+it" check, on the meta device before any worker starts. `resolve_weights` turns fine-tuning's
+`--weights` (a run, `scratch`, `timm:<name>`) into a plain description the workers rebuild from.
+
+config.json: architecture, img_size, patch_size, num_classes (0: no head), in_chans, mean, std,
+interpolation, plus what made the weights (the trainer's section, step, source).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from fdsl.atomic import atomic_path, atomic_write_text
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def gathered_state(module, rank: int = 0) -> dict | None:
+    """The module's tensors as contiguous fp32 CPU tensors, ZeRO partitions gathered (a collective:
+    every rank calls it, in the same order); the dict on rank 0, None elsewhere."""
+    try:
+        from deepspeed.utils import safe_get_full_fp32_param
+    except ImportError:  # plain torch run without DeepSpeed installed
+        safe_get_full_fp32_param = None
+    params = dict(module.named_parameters())
+    state = {}
+    for name, tensor in module.state_dict().items():
+        if name in params and safe_get_full_fp32_param is not None:
+            full = safe_get_full_fp32_param(params[name])
+            tensor = params[name] if full is None else full
+        if rank == 0:
+            tensor = tensor.detach().cpu()
+            state[name] = (tensor.float() if tensor.is_floating_point() else tensor).contiguous()
+    return state if rank == 0 else None
+
+
+def export_weights(module, out: str | os.PathLike, config: dict[str, Any], rank: int = 0) -> None:
+    """Write `model.safetensors` (the module's gathered fp32 tensors) and `config.json` into `out`.
+
+    `config` holds at least architecture, img_size, patch_size, num_classes, mean and std. Every
+    rank calls this (the gather is a collective); rank 0 writes.
+    """
+    from safetensors.torch import save_file
+
+    state = gathered_state(module, rank)
+    if rank != 0:
+        return
+    out = Path(out)
+    with atomic_path(out / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    meta = {"in_chans": 3, "interpolation": "bicubic", **config}
+    meta["mean"], meta["std"] = list(meta["mean"]), list(meta["std"])
+    atomic_write_text(out / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def load_pretrained(run_or_file: str | os.PathLike, num_classes: int | None = None, **kwargs):
+    """The exported model of a run as a timm model, through timm's own pretrained-file path.
+
+    `num_classes` other than the weights' gives a freshly initialised head (fine-tuning);
+    `img_size=` another input size (the position embedding is resampled by timm's loader).
+    """
+    import timm
+
+    path = Path(run_or_file)
+    weights = path / WEIGHTS_FILE if path.is_dir() else path
+    config_path = weights.with_name(CONFIG_FILE)
+    if not weights.is_file() or not config_path.is_file():
+        raise FileNotFoundError(f"{path}: expected {WEIGHTS_FILE} and {CONFIG_FILE} of a finished "
+                                "`fdsl pretrain` run")
+    config = json.loads(config_path.read_text())
+    n = config["num_classes"] if num_classes is None else num_classes
+    overlay = dict(file=str(weights), num_classes=config["num_classes"])
+    kwargs.setdefault("img_size", config["img_size"])  # another size: timm resamples the pos. embedding
+    return timm.create_model(config["architecture"], pretrained=True, pretrained_cfg_overlay=overlay,
+                             num_classes=n, patch_size=config["patch_size"], **kwargs)
+
+
+def check_known(section: str, arch: str) -> str:
+    """The timm architecture of `arch` (a name, or name.pretrained_tag), or ValueError naming
+    `section`.model with the closest names timm knows."""
+    import difflib
+
+    import timm
+
+    base = arch.split(".")[0]
+    if not timm.is_model(base):
+        close = difflib.get_close_matches(base, timm.list_models(), n=3) or ["vit_tiny_patch16_224"]
+        raise ValueError(f"{section}.model: got {arch!r}, expected a timm model name such as "
+                         f"{', '.join(close)} (see timm.list_models())")
+    return base
+
+
+def check_buildable(section: str, arch: str, build=None, **kwargs) -> int:
+    """Fail early (ValueError naming `section`.model) on a model timm does not know or cannot build
+    with `kwargs`; returns its parameter count. `build(arch, **kwargs)` defaults to
+    `timm.create_model(arch, pretrained=False, **kwargs)`; it runs on the meta device (no memory)."""
+    import timm
+    import torch
+
+    base = check_known(section, arch)
+    build = build or (lambda name, **kw: timm.create_model(name, pretrained=False, **kw))
+    try:
+        with torch.device("meta"):
+            model = build(base, **kwargs)
+    except (TypeError, ValueError, AssertionError, RuntimeError) as err:
+        shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k in ("img_size", "patch_size"))
+        raise ValueError(f"{section}.model: timm cannot build {arch!r} with {shown}: {err}") from None
+    return sum(p.numel() for p in model.parameters())
+
+
+# --- fine-tuning's --weights ---------------------------------------------------------------------
+def _timm_local_file(name: str) -> str:
+    """The local file of timm's pretrained weights `name` (HF hub cache or torch hub dir), or ValueError."""
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    arch = name.split(".")[0]
+    if not timm.is_model(arch):
+        raise ValueError(f"--weights: got 'timm:{name}', expected a timm model name "
+                         "(see timm.list_pretrained())")
+    cfg = get_pretrained_cfg(name)
+    if cfg is None:
+        raise ValueError(f"--weights: timm has no pretrained weights for {name!r} "
+                         "(see timm.list_pretrained())")
+    looked = []
+    if cfg.file:
+        looked.append(str(cfg.file))
+        if Path(cfg.file).is_file():
+            return str(cfg.file)
+    if cfg.hf_hub_id:
+        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub.constants import HF_HUB_CACHE
+
+        repo, _, revision = cfg.hf_hub_id.partition("@")
+        names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
+        for filename in names:
+            found = try_to_load_from_cache(repo, filename, revision=revision or None)
+            if isinstance(found, str) and Path(found).is_file():
+                return found
+        looked.append(f"{HF_HUB_CACHE} ({repo})")
+    if cfg.url:
+        import torch.hub
+
+        path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url.split("?")[0])
+        looked.append(str(path))
+        if path.is_file():
+            return str(path)
+    raise ValueError(f"--weights: timm:{name} has no local copy of its pretrained weights (looked in "
+                     f"{'; '.join(looked) or 'nowhere: no source known'}) and nothing downloads here; "
+                     "copy the file into that cache, or fine-tune a `fdsl pretrain` run or scratch")
+
+
+def resolve_weights(weights: str, cfg, pretrain_cfg) -> dict[str, Any]:
+    """Check `--weights` on the driver and describe it for the workers (plain dict).
+
+    Keys: kind (run | scratch | timm), architecture, img_size, patch_size, file, num_classes
+    (the weights' head, None for scratch and timm), source (what the user passed), mean / std (the
+    input normalisation the weights were trained with; None: the model's timm default).
+    """
+    if weights == "scratch":
+        mean = getattr(pretrain_cfg, "norm_mean", None)  # as pre-training normalises, for a fair scratch arm
+        std = getattr(pretrain_cfg, "norm_std", None)
+        return {"kind": "scratch", "source": weights, "file": None, "num_classes": None,
+                "architecture": cfg.model or pretrain_cfg.model,
+                "img_size": cfg.img_size or pretrain_cfg.img_size,
+                "patch_size": cfg.patch_size or pretrain_cfg.patch_size,
+                "mean": None if mean is None else [mean] * 3, "std": None if std is None else [std] * 3}
+    if weights.startswith("timm:"):
+        name = weights[len("timm:"):]
+        file = _timm_local_file(name)
+        from timm.models import get_pretrained_cfg
+
+        size = cfg.img_size or get_pretrained_cfg(name).input_size[-1]
+        return {"kind": "timm", "source": weights, "file": file, "num_classes": None,
+                "architecture": name, "img_size": size, "patch_size": None, "mean": None, "std": None}
+    path = Path(weights)
+    file = path / WEIGHTS_FILE if path.is_dir() else path
+    config_path = file.with_name(CONFIG_FILE)
+    if not file.is_file() or not config_path.is_file():
+        raise FileNotFoundError(f"--weights: {weights} is not a finished run (expected {WEIGHTS_FILE} and "
+                                f"{CONFIG_FILE} beside it), 'scratch' or 'timm:<name>'")
+    try:
+        config = json.loads(config_path.read_text())
+        arch, size, patch = config["architecture"], int(config["img_size"]), config.get("patch_size")
+        num_classes = int(config["num_classes"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{config_path}: not a weights config of fdsl ({err})") from None
+    _check_safetensors(file)
+    if cfg.img_size and patch and cfg.img_size % int(patch):
+        raise ValueError(f"finetune.img_size: got {cfg.img_size}, expected 0 (the weights' {size}) or a "
+                         f"multiple of their patch size {patch}")
+    # another img_size than the weights': timm resamples the position embedding when it loads them
+    return {"kind": "run", "source": weights, "file": str(file.absolute()), "num_classes": num_classes,
+            "architecture": arch, "img_size": cfg.img_size or size, "weights_img_size": size,
+            "patch_size": patch,
+            "mean": config.get("mean"), "std": config.get("std")}
+
+
+def _check_safetensors(file: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            f.keys()
+    except Exception as err:  # safetensors raises its own error types for a bad header
+        raise ValueError(f"{file}: not a readable safetensors file ({err})") from None
+
+
+def build_model(spec: dict[str, Any], num_classes: int, drop_path_rate: float = 0.0):
+    """The model of a resolved weights spec with a `num_classes` head (new if the counts differ)."""
+    import timm
+
+    if spec["kind"] == "scratch":
+        return timm.create_model(spec["architecture"], pretrained=False, num_classes=num_classes,
+                                 img_size=spec["img_size"], patch_size=spec["patch_size"],
+                                 drop_path_rate=drop_path_rate)
+    if spec["kind"] == "timm":
+        return timm.create_model(spec["architecture"], pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=spec["file"]), num_classes=num_classes,
+                                 img_size=spec["img_size"], drop_path_rate=drop_path_rate)
+    return load_pretrained(spec["file"], num_classes=num_classes, img_size=spec["img_size"],
+                           drop_path_rate=drop_path_rate)
+
+
+def head_info(spec: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """Whether fine-tuning starts with a new classifier head, and why."""
+    have = spec["num_classes"]
+    if spec["kind"] == "scratch":
+        reason = "scratch: every weight is new"
+    elif spec["kind"] == "timm":
+        reason = "timm weights: head replaced for the target classes"
+    elif have == num_classes:
+        reason = "class counts match: the pre-trained head is kept"
+    else:
+        reason = (f"the weights have a {have}-class head, the target has {num_classes} classes: "
+                  "new head" if have else f"the weights have no head: new {num_classes}-class head")
+    new = spec["kind"] != "run" or have != num_classes
+    return {"weights_num_classes": have, "target_num_classes": num_classes, "new_head": new, "reason": reason}
+
+
+def freeze_backbone(model) -> list[str]:
+    """Linear probe: turn off gradients of everything but the classifier; returns the trained names."""
+    head = model.get_classifier()
+    keep = {id(p) for p in head.parameters()}
+    trained = []
+    for name, p in model.named_parameters():
+        p.requires_grad_(id(p) in keep)
+        if id(p) in keep:
+            trained.append(name)
+    assert trained, "the model has no classifier parameters to train"
+    return trained

@@ -1,0 +1,130 @@
+"""What a sweep is: a search space over experiment fields, its search and its scheduler.
+
+A space maps a dotted experiment field (`data.num_classes`, `pretrain.lr`, `finetune.lr`, ...) to
+one declarative spec, turned into Ray Tune objects only when the sweep runs:
+
+    {"grid": [4, 8]}           every value (grid search; with random search: a choice)
+    {"choice": ["a", "b"]}     one of the values
+    {"uniform": [lo, hi]}      float in [lo, hi]
+    {"loguniform": [lo, hi]}   float in [lo, hi], uniform in log space
+    {"randint": [lo, hi]}      integer in [lo, hi) (Ray Tune's convention)
+
+`validate()` checks the sweep's own fields; `check_space(base)` checks every parameter against the
+base experiment before any trial starts: an unknown field, an empty range, or a value the generator
+or trainer rejects fails there, naming the parameter. Nothing in this module imports Ray.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+from typing import Any, Literal
+
+from fdsl.config import Config, apply_overrides, leaf_paths
+
+SPEC_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+
+
+@dataclasses.dataclass
+class SweepConfig(Config):
+    """A Ray Tune sweep: trials = (generate or reuse data set) -> pre-train -> fine-tune."""
+
+    base: str = "debug-vit"
+    """Preset every trial starts from; the space overrides its fields."""
+    space: dict[str, dict[str, list]] = dataclasses.field(default_factory=dict)
+    """{dotted experiment field: {kind: values}}, kinds: grid, choice, uniform, loguniform, randint."""
+    overrides: list[str] = dataclasses.field(default_factory=list)
+    """Fixed `key=value` overrides applied to the base preset before the space."""
+    metric: str = "finetune_top1"
+    """Metric Tune optimises (reported by every trial)."""
+    mode: Literal["max", "min"] = "max"
+    """Whether the metric is maximised or minimised."""
+    search: Literal["grid", "random", "optuna"] = "grid"
+    """Search algorithm: grid (all grid values), random sampling, or Optuna's TPE."""
+    scheduler: Literal["fifo", "asha"] = "fifo"
+    """Trial scheduler: run every trial to the end (fifo) or stop weak ones early (ASHA)."""
+    num_samples: int = 1
+    """Trials to sample (random/optuna); with grid search, repeats of the whole grid."""
+    max_concurrent_trials: int = 1
+    """Trials running at once (each trial's Train workers must fit in the cluster's CPUs/GPUs)."""
+    grace_period: int = 1
+    """ASHA: fine-tuning epochs every trial runs before it can be stopped."""
+    seed: int = 0
+    """Seed of the search algorithm (Optuna/random)."""
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_choice("mode", ["max", "min"])
+        self._check_choice("search", ["grid", "random", "optuna"])
+        self._check_choice("scheduler", ["fifo", "asha"])
+        self._check_range("num_samples", 1, 100_000)
+        self._check_range("max_concurrent_trials", 1, 10_000)
+        self._check_range("grace_period", 1, 10_000)
+        if not self.space:
+            raise ValueError("space: got an empty search space, expected at least one parameter")
+
+    def check_space(self, base) -> None:
+        """Every parameter of the space against `base`, the experiment the trials start from (the
+        `base` preset with `overrides`): ValueError naming the parameter and what is wrong."""
+        known = leaf_paths(base)
+        for param, spec in self.space.items():
+            _check_param(param, spec, known, self)
+            for value in spec_values(spec):
+                try:
+                    apply_overrides(copy.deepcopy(base), [f"{param}={value}"])
+                except ValueError as err:
+                    raise ValueError(f"space.{param}: value {value!r} is rejected: {err}") from None
+
+
+def _check_param(param: str, spec: Any, known: dict, sweep: SweepConfig) -> None:
+    if param not in known:
+        fields = sorted(p for p in known if p.split(".")[0] in ("data", "pretrain", "finetune"))
+        raise ValueError(f"space.{param}: unknown parameter, expected a field of preset "
+                         f"{sweep.base!r} such as {fields[:6]}")
+    if not isinstance(spec, dict) or len(spec) != 1 or next(iter(spec)) not in SPEC_KINDS:
+        raise ValueError(f"space.{param}: got {spec!r}, expected one of {{kind: values}} with kind in "
+                         f"{list(SPEC_KINDS)}")
+    kind, values = next(iter(spec.items()))
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ValueError(f"space.{param}: empty {kind}, expected at least one value")
+    if kind in ("uniform", "loguniform", "randint"):
+        if len(values) != 2 or not all(isinstance(v, (int, float)) for v in values):
+            raise ValueError(f"space.{param}: {kind} got {values!r}, expected [low, high]")
+        lo, hi = values
+        if not lo < hi or (kind == "loguniform" and lo <= 0):
+            raise ValueError(f"space.{param}: empty range {kind}[{lo}, {hi}], expected low < high"
+                             + (" and low > 0" if kind == "loguniform" else ""))
+    if sweep.search == "grid" and kind != "grid":
+        raise ValueError(f"space.{param}: {kind} needs search=random or optuna (grid search takes grid)")
+    if sweep.search == "optuna" and kind == "grid":
+        raise ValueError(f"space.{param}: Optuna cannot search a grid; use choice")
+
+
+def spec_values(spec: dict[str, list]) -> list:
+    """Values that stand for a spec in validation: all listed ones, or a range's ends."""
+    kind, values = next(iter(spec.items()))
+    if kind in ("grid", "choice"):
+        return list(values)
+    lo, hi = values
+    if kind == "randint":
+        return [int(lo), int(hi) - 1]
+    return [lo, hi] if kind == "uniform" else [lo, math.exp((math.log(lo) + math.log(hi)) / 2), hi]
+
+
+def grid_size(sweep: SweepConfig) -> int:
+    """Trials a grid sweep runs (product of grid sizes x num_samples)."""
+    size = sweep.num_samples
+    for spec in sweep.space.values():
+        kind, values = next(iter(spec.items()))
+        if kind == "grid":
+            size *= len(values)
+    return size
+
+
+def trial_overrides(params: dict[str, Any]) -> list[str]:
+    """`key=value` strings of one trial's sampled parameters, in a stable order."""
+    return [f"{k}={v}" for k, v in sorted(params.items())]
+
+
+# --- the registry ---------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ STAMP := $(VENV)/.fdsl-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: install quickstart test lint bench clean
+.PHONY: install quickstart test test-fast lint bench clean
 
 install: $(STAMP)
 
@@ -39,6 +39,11 @@ quickstart: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
+
+# the tests that start no Ray and train nothing (about a minute): the loop while editing
+test-fast: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

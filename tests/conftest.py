@@ -1,4 +1,9 @@
-"""Shared test helpers: run code in a fresh interpreter, the venv's fdsl command."""
+"""Shared test helpers: run code in a fresh interpreter, the venv's fdsl command, one local Ray.
+
+Tests that need Ray in this process take the session-scoped `ray_local` fixture: one local Ray of
+the tests' own (never a cluster recorded on the machine), started once for the whole session. Test
+modules that use Ray are marked `slow`; `make test-fast` runs the others.
+"""
 
 from __future__ import annotations
 
@@ -27,3 +32,13 @@ def run_fdsl(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One local Ray for the session (2 CPUs, no dashboard), shut down at the end."""
+    import ray
+
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()

@@ -17,6 +17,8 @@ from conftest import run_fdsl
 from fdsl.platform.train.finetune import build_model, finetune, head_info, prepare_finetune, resolve_weights
 from fdsl.presets import get_preset
 
+pytestmark = pytest.mark.slow  # Ray and real training runs
+
 
 def export_weights(folder, num_classes: int = 8, seed: int = 0) -> dict[str, torch.Tensor]:
     """A test_vit (32px, patch 4) saved as `fdsl pretrain` saves its model; returns its state."""
@@ -39,15 +41,6 @@ def debug(*overrides: str):
     return get_preset("debug-finetune", ["finetune.samples_per_class=10", "finetune.epochs=2",
                                          "finetune.global_batch_size=32", "finetune.loader_probe_images=128",
                                          *overrides])
-
-
-@pytest.fixture(scope="module")
-def ray_session():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    ray.shutdown()
 
 
 # --- no Ray: resolution and checks ---------------------------------------------------------------
@@ -147,7 +140,7 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path):
 
 
 # --- Ray Train runs ------------------------------------------------------------------------------
-def test_linear_probe_from_fdsl_weights_with_deepspeed(ray_session, tmp_path):
+def test_linear_probe_from_fdsl_weights_with_deepspeed(ray_local, tmp_path):
     """8-class weights -> 10-class digits: new head, reported; the backbone stays frozen bit for bit."""
     from safetensors.torch import load_file
 
@@ -173,7 +166,7 @@ def test_linear_probe_from_fdsl_weights_with_deepspeed(ray_session, tmp_path):
     assert load_pretrained(out).get_classifier().out_features == 10
 
 
-def test_scratch_finetune_on_two_ddp_workers(ray_session, tmp_path):
+def test_scratch_finetune_on_two_ddp_workers(ray_local, tmp_path):
     out = tmp_path / "scratch"
     summary = finetune(debug(), "scratch", None, out)
     metrics = json.loads((out / "metrics.json").read_text())

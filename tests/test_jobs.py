@@ -8,12 +8,15 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # Ray and real training runs
 
 RAY = str(Path(os.environ.get("VIRTUAL_ENV", ROOT / ".venv")) / "bin" / "ray")
 if not Path(RAY).exists():
@@ -28,22 +31,77 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_own_ray(temp_dir: str, timeout: float = 30.0) -> None:
+    """Stop the Ray processes of the head started with `--temp-dir temp_dir` and their children:
+    never Ray's own stop command, which ends every Ray on the machine (a user's included)."""
+    import psutil
+
+    own = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(temp_dir in part for part in proc.info["cmdline"] or ()):
+                own.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    family = {p.pid: p for p in own}
+    for proc in own:
+        try:
+            family.update({c.pid: c for c in proc.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    for proc in family.values():
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(list(family.values()), timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+
+
 @pytest.fixture(scope="module")
-def head(tmp_path_factory):
-    """A real head: token auth on, dashboard and jobs API on 127.0.0.1; always `ray stop` after."""
-    port, dash = _free_port(), _free_port()
+def bystander():
+    """Another local Ray on the machine (as a user's would be), on Ray's default ports: the head
+    below must work beside it and leave it running."""
+    import psutil
+
+    proc = subprocess.Popen([sys.executable, "-c", "import ray, time; ray.init(address='local', num_cpus=1, "
+                             "include_dashboard=False); print('up', flush=True); time.sleep(3600)"],
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "RAY_ADDRESS": ""})
+    try:
+        assert proc.stdout.readline().strip() == "up"
+        yield psutil.Process(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="module")
+def head(bystander):
+    """A real head: token auth on, dashboard and jobs API on 127.0.0.1, its own temp dir and free
+    ports (the dashboard agent's too: Ray's default 52365 may be another Ray's); afterwards only its
+    own processes are stopped."""
+    ports = {flag: _free_port() for flag in ("--port", "--dashboard-port", "--dashboard-agent-listen-port",
+                                             "--dashboard-agent-grpc-port", "--metrics-export-port",
+                                             "--ray-client-server-port", "--node-manager-port",
+                                             "--object-manager-port")}
+    temp_dir = tempfile.mkdtemp(prefix="fdsl-jobs-ray-", dir="/tmp")  # short: Ray's socket paths
     # the head runs with this venv first on PATH (as from an activated venv): job drivers run
     # `python -m fdsl.jobs...` with the head's environment
     env = {**os.environ, "RAY_AUTH_MODE": "token",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
-    start = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", "--port", str(port),
+    args = [str(v) for flag, port in ports.items() for v in (flag, port)]
+    start = subprocess.run([RAY, "start", "--head", "--num-cpus", "2", *args, "--temp-dir", temp_dir,
                             "--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
-                            "--dashboard-port", str(dash), "--disable-usage-stats"],
+                            "--disable-usage-stats"],
                            env=env, capture_output=True, text=True, timeout=180)
     try:
         assert start.returncode == 0, start.stdout + start.stderr
-        url = f"http://127.0.0.1:{dash}"
+        url = f"http://127.0.0.1:{ports['--dashboard-port']}"
         deadline = time.time() + 120
         while True:  # bounded wait for the dashboard's HTTP server
             try:
@@ -57,7 +115,11 @@ def head(tmp_path_factory):
                 time.sleep(1)
         yield url, env
     finally:
-        subprocess.run([RAY, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        others = bystander.children(recursive=True)
+        stop_own_ray(temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert bystander.is_running() and others and all(p.is_running() for p in others), \
+            "stopping the test's head stopped another Ray"
 
 
 def _submit(url: str, env: dict, job_id: str, *entrypoint: str) -> subprocess.CompletedProcess:

@@ -32,18 +32,11 @@ from fdsl.platform.train.pretrain import (
 )
 from fdsl.presets import get_preset
 
+pytestmark = pytest.mark.slow  # Ray and real training runs
+
 # No stochastic regularisation: a clear learning signal within a few dozen steps.
 EASY = ["pretrain.mixup=0", "pretrain.cutmix=0", "pretrain.randaugment=", "pretrain.random_erasing=0",
         "pretrain.label_smoothing=0", "pretrain.crop_scale_min=0.5"]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

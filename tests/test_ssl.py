@@ -148,20 +148,15 @@ def test_bad_input_fails_before_any_worker(tmp_path):
         get_preset("debug-dino", ["ssl.num_local_crops=-1"])
 
 
-def test_ssl_run_gives_finetunable_weights(tmp_path):
+@pytest.mark.slow
+def test_ssl_run_gives_finetunable_weights(ray_local, tmp_path):
     """One DINO epoch on Ray Train; the teacher backbone loads as fine-tuning weights with a new head."""
-    import ray
-
     from fdsl.platform.train.finetune import build_model, head_info, resolve_weights
     from fdsl.platform.train.weights import load_pretrained
 
     experiment = get_preset("debug-dino", ["ssl.samples_per_class=8", "ssl.epochs=2",
                                            "ssl.global_batch_size=40", "ssl.threads_per_worker=1"])
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    try:
-        summary = ssl(experiment, "digits", tmp_path / "ssl")
-    finally:
-        ray.shutdown()
+    summary = ssl(experiment, "digits", tmp_path / "ssl")
     run = tmp_path / "ssl"
     config = json.loads((run / "config.json").read_text())
     assert config["num_classes"] == 0 and config["architecture"] == "test_vit" and config["img_size"] == 32

@@ -63,6 +63,7 @@ def test_summary_line_rounds_the_best_metric():
     assert describe_best({**summary, "best_metric": None}) == "no trial finished"
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(2400)  # 4 trials of pre-training + fine-tuning on 2 CPUs, run twice in part
 def test_asha_sweep_killed_and_resumed(tmp_path):
     """debug-variety: 4 trials (2 data sets x 2 fine-tune lr), ASHA, on the 2 CPUs of this machine.
@@ -117,24 +118,19 @@ def test_asha_sweep_killed_and_resumed(tmp_path):
     assert _done_trials(out) == len(completions)
 
 
-def test_dataset_cache_hit_is_counted_once(tmp_path):
+@pytest.mark.slow
+def test_dataset_cache_hit_is_counted_once(ray_local, tmp_path):
     """Two experiments with the same data parameters share one generation; the hit is verified."""
-    import ray
-
     from fdsl.platform.tune.sweep import ensure_dataset
     from fdsl.presets import get_preset
 
-    ray.init(num_cpus=2, include_dashboard=False)
-    try:
-        a = get_preset("debug-finetune", ["data.num_classes=4", "data.num_instances=4", "finetune.lr=0.001"])
-        b = get_preset("debug-finetune", ["data.num_classes=4", "data.num_instances=4", "finetune.lr=0.01"])
-        first, hit_a = ensure_dataset(a, tmp_path)
-        second, hit_b = ensure_dataset(b, tmp_path)
-        assert (hit_a, hit_b) == (False, True) and first == second
-        assert count_generations(tmp_path) == 1
-        shard = sorted(first.glob("shard-*.parquet"))[0]
-        shard.write_bytes(shard.read_bytes()[:-10])  # a corrupt cache entry is repaired, not trusted
-        third, hit_c = ensure_dataset(a, tmp_path)
-        assert third == first and hit_c is False and count_generations(tmp_path) == 2
-    finally:
-        ray.shutdown()
+    a = get_preset("debug-finetune", ["data.num_classes=4", "data.num_instances=4", "finetune.lr=0.001"])
+    b = get_preset("debug-finetune", ["data.num_classes=4", "data.num_instances=4", "finetune.lr=0.01"])
+    first, hit_a = ensure_dataset(a, tmp_path)
+    second, hit_b = ensure_dataset(b, tmp_path)
+    assert (hit_a, hit_b) == (False, True) and first == second
+    assert count_generations(tmp_path) == 1
+    shard = sorted(first.glob("shard-*.parquet"))[0]
+    shard.write_bytes(shard.read_bytes()[:-10])  # a corrupt cache entry is repaired, not trusted
+    third, hit_c = ensure_dataset(a, tmp_path)
+    assert third == first and hit_c is False and count_generations(tmp_path) == 2

@@ -30,20 +30,13 @@ from fdsl.platform.data.manifest import verify_dataset
 from fdsl.platform.data.synthesis import MAX_SHARDS_PER_TASK, WAVES, generate, task_groups
 from fdsl.presets import get_preset
 
+pytestmark = pytest.mark.slow  # Ray and real training runs
+
 # 8 classes x 64 instances in 4 shards of 128 rows: each render task runs ~0.5 s on one core, long
 # enough to kill its worker mid-run.
 SLOW = ["data.num_instances=64", "synthesis.shard_rows=128", "data.num_points=1000000"]
 FAST = ["synthesis.shard_rows=16"]  # 8 x 8 images in 4 shards of 16
 PNG = ["synthesis.encoding=png", "synthesis.compression_level=1"]
-
-
-@pytest.fixture(scope="module")
-def ray_local():
-    import ray
-
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield ray
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

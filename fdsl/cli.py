@@ -118,7 +118,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_pretrain(args) -> int:
-    from fdsl.platform.train.pretrain import load_run_experiment, pretrain
+    from fdsl.experiment import load_run_experiment
+    from fdsl.platform.train.pretrain import pretrain
     from fdsl.presets import get_preset
 
     if args.resume:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+from pathlib import Path
 from typing import Any
 
 from fdsl.config import Config
@@ -52,3 +55,19 @@ class Experiment(Config):
         if isinstance(data.get("ssl"), dict):
             data["ssl"] = SSLConfig.from_dict(data["ssl"])
         return cls(**data)
+
+
+def load_run_experiment(out: str | os.PathLike, preset: str | None = None, overrides=()):
+    """The experiment of an existing run folder, with `key=value` overrides (for `--resume`)."""
+    from fdsl.config import apply_overrides
+    from fdsl.platform.train.run import EXPERIMENT_FILE
+
+    path = Path(out) / EXPERIMENT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{out}: no run to resume ({EXPERIMENT_FILE} missing); "
+                                "start it without --resume")
+    experiment = Experiment.from_dict(json.loads(path.read_text()))
+    if preset is not None and experiment.name != preset:
+        raise ValueError(f"preset: got {preset!r}, expected {experiment.name!r}, the preset of the run "
+                         f"in {out}")
+    return apply_overrides(experiment, overrides)

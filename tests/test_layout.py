@@ -101,8 +101,8 @@ def test_nothing_imports_the_cli_but_the_jobs():
 @pytest.mark.parametrize(("wing", "forbidden"), [
     ("fdsl.platform.data", ["fdsl.platform.train", "fdsl.platform.tune", "fdsl.experiment", "fdsl.presets",
                             "fdsl.sweeps", "fdsl.quickstart", "fdsl.cli", "fdsl.preview"]),
-    ("fdsl.platform.train", ["fdsl.platform.tune", "fdsl.presets", "fdsl.sweeps", "fdsl.quickstart",
-                             "fdsl.cli"]),
+    ("fdsl.platform.train", ["fdsl.platform.tune", "fdsl.experiment", "fdsl.presets", "fdsl.sweeps",
+                             "fdsl.quickstart", "fdsl.cli"]),
     ("fdsl.platform.tune", ["fdsl.presets", "fdsl.sweeps", "fdsl.quickstart", "fdsl.cli"]),
     ("fdsl.platform.connect", ["fdsl.platform.data", "fdsl.platform.train", "fdsl.platform.tune"]),
     ("fdsl.config", ["fdsl.generators", "fdsl.platform", "fdsl.experiment"]),

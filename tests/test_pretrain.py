@@ -19,12 +19,12 @@ import pytest
 import torch
 
 from fdsl.cli import main
+from fdsl.experiment import load_run_experiment
 from fdsl.platform.data.synthesis import generate
 from fdsl.platform.train.pretrain import (
     CKPT_TAG,
     EVENTS_FILE,
     load_pretrained,
-    load_run_experiment,
     open_source,
     pretrain,
     read_metrics,

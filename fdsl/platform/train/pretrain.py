@@ -58,7 +58,7 @@ CKPT_TAG = "state"
 RESUME_FIXED = ("model", "img_size", "patch_size", "num_workers", "zero_stage", "precision",
                 "global_batch_size", "grad_accum_steps", "optimizer")
 """Pre-training fields a resumed run must keep (the checkpoint's shapes and partitions depend on them)."""
-__all__ = ["CKPT_TAG", "EVENTS_FILE", "load_pretrained", "load_run_experiment", "open_source", "pretrain",
+__all__ = ["CKPT_TAG", "EVENTS_FILE", "load_pretrained", "open_source", "pretrain",
            "read_metrics", "training_dataset"]
 
 
@@ -294,25 +294,15 @@ def train_func(config: dict[str, Any]) -> None:
 
 
 # --- the driver ---------------------------------------------------------------------------------------
-def load_run_experiment(out: str | os.PathLike, preset: str | None = None, overrides=()):
-    """The experiment of an existing run folder, with `key=value` overrides (for `--resume`)."""
-    from fdsl.config import apply_overrides
-    from fdsl.experiment import Experiment
-
-    path = Path(out) / EXPERIMENT_FILE
+def _check_resume(out: Path, experiment) -> None:
+    """The resumed experiment keeps what the run's checkpoints depend on (RESUME_FIXED)."""
+    path = out / EXPERIMENT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{out}: no run to resume ({EXPERIMENT_FILE} missing); "
                                 "start it without --resume")
-    experiment = Experiment.from_dict(json.loads(path.read_text()))
-    if preset is not None and experiment.name != preset:
-        raise ValueError(f"preset: got {preset!r}, expected {experiment.name!r}, the preset of the run "
-                         f"in {out}")
-    return apply_overrides(experiment, overrides)
-
-
-def _check_resume(saved, experiment) -> None:
+    saved = json.loads(path.read_text()).get("pretrain", {})
     for name in RESUME_FIXED:
-        have, want = getattr(saved.pretrain, name), getattr(experiment.pretrain, name)
+        have, want = saved.get(name), getattr(experiment.pretrain, name)
         if have != want:
             raise ValueError(f"pretrain.{name}: got {want!r}, expected {have!r} as in the run being resumed "
                              "(its checkpoints depend on it)")
@@ -329,7 +319,7 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
     cfg = experiment.pretrain
     if resume:
         out = Path(out).absolute()
-        _check_resume(load_run_experiment(out), experiment)
+        _check_resume(out, experiment)
     else:
         out = refuse_used_folder(out, resumable=True)
     if data != "stream" and not Path(data).exists():

@@ -38,7 +38,7 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=15
 
 # the tests that start no Ray and train nothing (about a minute): the loop while editing
 test-fast: $(STAMP)

@@ -13,7 +13,8 @@ Every arm runs with the same seeds; a seed fixes the labelled subset, the new he
 order and the augmentation, so arms are paired. Everything goes through the platform's own
 functions (generate, pretrain, ssl, finetune) on a local Ray with 2 CPUs.
 
-Prints one line per run, a table of mean +- std top-1 per arm, and a last line of JSON.
+Prints one line per run, a table of mean +- std top-1 per arm beside the raw-pixel baselines of
+the same subsets (logistic regression, 1-NN), and a last line of JSON.
 """
 
 from __future__ import annotations
@@ -167,6 +168,15 @@ def main() -> int:
         d = "" if delta is None else f"{100 * s['paired_delta_vs_scratch']:+9.1f}pt"
         log(f"{arm:12s} {100 * s['top1_mean']:9.1f}% {100 * s['top1_std']:6.1f}% {d:>10s}   "
             + " ".join(f"{100 * t:.1f}" for t in s["top1"]))
+    runs = next(iter(results.values()), [])
+    baselines = {}
+    for key, label in (("logreg_top1", "logreg (pixels)"), ("knn1_top1", "1-NN (pixels)")):
+        top1 = np.array([r["baselines"][key] for r in runs])  # the subset depends on the seed only
+        baselines[key] = {"top1_mean": round(float(top1.mean()), 4),
+                          "top1": [round(float(t), 4) for t in top1],
+                          "top1_std": round(float(top1.std(ddof=1)) if len(top1) > 1 else 0.0, 4)}
+        log(f"{label:12s} {100 * top1.mean():9.1f}% {100 * baselines[key]['top1_std']:6.1f}% {'':>10s}   "
+            + " ".join(f"{100 * t:.1f}" for t in top1))
     log(f"total {seconds:.0f}s")
     print(json.dumps({"benchmark": "fdsl_effect", "dataset": "digits",
                       "samples_per_class": args.samples_per_class, "seeds": args.seeds,
@@ -174,6 +184,7 @@ def main() -> int:
                       "pretrain_steps": args.pretrain_steps, "ssl_epochs": args.ssl_epochs,
                       "img_size": args.img_size,
                       "pretrain_set": args.pretrain_set, "finetune_set": args.finetune_set, "arms": summary,
+                      "baselines": baselines,
                       "stages": stages, "seconds": round(seconds, 1), "cpus": os.cpu_count()}))
     return 0
 

@@ -75,7 +75,10 @@ def _describe(name: str, value) -> str:
     if name == "pretrain":
         return f"{value['steps']} steps, loss {value['loss']:.3f}, {value['images_per_s']:.0f} images/s"
     if name.startswith("finetune"):
-        return f"top-1 {value['finetune_top1']:.3f} on digits ({value.get('epochs', '?')} epochs)"
+        base = value.get("baselines", {})
+        return (f"top-1 {value['finetune_top1']:.3f} on digits ({value.get('epochs', '?')} epochs); "
+                f"raw-pixel logreg {base.get('logreg_top1', float('nan')):.3f}, "
+                f"1-NN {base.get('knn1_top1', float('nan')):.3f}")
     if name == "sweep":
         from fdsl.platform.tune.sweep import describe_best
 

@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 import torch
 from conftest import run_fdsl
+from test_baselines import digits_subset
 
+from fdsl.platform.train.baselines import pixel_baselines
 from fdsl.platform.train.finetune import build_model, finetune, head_info, prepare_finetune, resolve_weights
 from fdsl.presets import get_preset
 
@@ -180,3 +182,8 @@ def test_scratch_finetune_on_two_ddp_workers(ray_local, tmp_path):
     assert len(metrics["confusion"]) == 10 and summary["finetune_top1"] == metrics["finetune_top1"]
     lines = (out / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 2 and json.loads(lines[-1])["finetune_top1"] == metrics["finetune_top1"]
+    # raw-pixel baselines of the same 100 labelled images, scored on the same 359 val images
+    base = metrics["baselines"]
+    assert base["fit_rows"] == 100 and base == pixel_baselines(*digits_subset(debug()))
+    assert summary["baseline_logreg_top1"] == base["logreg_top1"] and 0.5 < base["knn1_top1"] <= 1.0
+

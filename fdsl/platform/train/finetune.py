@@ -44,6 +44,7 @@ import numpy as np
 
 from fdsl.atomic import atomic_path, atomic_write_text
 from fdsl.platform.train.augment import DeviceBatch, augment_images
+from fdsl.platform.train.baselines import pixel_baselines
 from fdsl.platform.train.config import FinetuneConfig, deepspeed_config
 from fdsl.platform.train.run import (
     SUMMARY_FILE,
@@ -387,6 +388,8 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
           f"({loop['num_train']} train / {len(data.val_labels)} val images, {data.num_classes} classes); "
           f"{head['reason']}", flush=True)
     write_experiment(out, experiment)
+    loop["extra"]["baselines"] = pixel_baselines(data.train_images, data.train_labels, data.val_images,
+                                                 data.val_labels, seed=cfg.seed)
     train_ds = training_dataset(data, cfg, spec["img_size"])
     val_ds = eval_dataset(data.val_images, data.val_labels, spec["img_size"])
     throughput = {}
@@ -407,8 +410,10 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
     save_confusion_png(confusion, out / CONFUSION_PNG,
                        f"{cfg.dataset} from {spec['source']}: top-1 {metrics['finetune_top1']:.3f}",
                        data.class_names)
+    base = metrics["baselines"]
     print(f"finetune: top-1 {metrics['finetune_top1']:.4f}, top-5 {metrics['finetune_top5']:.4f} after "
-          f"{metrics['epochs']} epochs; train {tp['train_images_per_s']:.0f} images/s, loader alone "
+          f"{metrics['epochs']} epochs (raw-pixel baselines: logistic regression {base['logreg_top1']:.4f}, "
+          f"1-NN {base['knn1_top1']:.4f}); train {tp['train_images_per_s']:.0f} images/s, loader alone "
           f"{tp.get('loader_images_per_s', float('nan')):.0f} images/s, data wait "
           f"{100 * tp['data_wait_fraction']:.1f}% -> {out}", flush=True)
     return summary(metrics, out)
@@ -424,6 +429,9 @@ def read_finetune_metrics(run_dir: str | os.PathLike) -> dict:
 
 def summary(metrics: dict, out: Path) -> dict:
     keys = ("finetune_top1", "finetune_top5", "finetune_loss", "best_top1", "epochs", "num_train", "head",
-            "throughput", "wall_seconds")
+            "throughput", "wall_seconds", "baselines")
+    base = metrics.get("baselines", {})
     return {"run_dir": str(out), "model": str(out / WEIGHTS_FILE),
-            **{k: metrics[k] for k in keys if k in metrics}}
+            **{k: metrics[k] for k in keys if k in metrics},
+            # flat numbers too: a sweep's trial record keeps the numeric metrics of this summary
+            **{f"baseline_{k}": base[k] for k in ("logreg_top1", "knn1_top1") if k in base}}

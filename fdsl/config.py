@@ -12,6 +12,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -23,9 +24,16 @@ class Config:
     """Mixin for config dataclasses: validation helpers, field docs, dict round trip."""
 
     def validate(self) -> None:
-        """Check every field; subclasses extend this and call `super().validate()`."""
+        """Check every field; subclasses extend this and call `super().validate()`.
+
+        Here, for every config: a number is finite (NaN passes every range check, since a comparison
+        with NaN is false, so no field may be left to its own range check for that), and each
+        nested config validates, named by its section.
+        """
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{f.name}: got {value!r}, expected a finite number")
             if isinstance(value, Config):
                 try:
                     value.validate()

@@ -84,3 +84,15 @@ def test_apply_overrides_validates_result():
     exp = get_preset("debug-fractaldb")
     with pytest.raises(ValueError, match=r"^data\.pad"):
         apply_overrides(exp, ["image_size=16", "pad=10"])
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "NaN", "-Infinity"])
+@pytest.mark.parametrize(("preset", "key"), [("debug-vit", "pretrain.lr"),
+                                             ("debug-fractaldb", "data.fill_rate"),
+                                             ("debug-finetune", "finetune.weight_decay"),
+                                             ("debug-dino", "ssl.teacher_temp"),
+                                             ("debug-vit", "pretrain.norm_mean")])
+def test_nan_and_infinity_are_refused_for_every_number(preset, key, value):
+    """A comparison with NaN is always false: every range check would pass it without the base check."""
+    with pytest.raises(ValueError, match=rf"^{key}: got (nan|inf|-inf), expected a finite number"):
+        get_preset(preset, [f"{key}={value}"])

@@ -2,16 +2,8 @@
 
     fdsl sweep debug-variety --out runs/sweeps/debug
 
-A space maps a dotted experiment field (`data.num_classes`, `pretrain.lr`, `finetune.lr`, ...) to
-one declarative spec, turned into Ray Tune objects only when the sweep runs:
-
-    {"grid": [4, 8]}           every value (grid search; with random search: a choice)
-    {"choice": ["a", "b"]}     one of the values
-    {"uniform": [lo, hi]}      float in [lo, hi]
-    {"loguniform": [lo, hi]}   float in [lo, hi], uniform in log space
-    {"randint": [lo, hi]}      integer in [lo, hi) (Ray Tune's convention)
-
-The space's format is `fdsl.platform.tune.sweep_config`'s. `get_sweep` checks every parameter
+A sweep is a search space over dotted experiment fields (`data.num_classes`, `finetune.lr`, ...);
+its format is `fdsl.platform.tune.sweep_config`'s. `get_sweep` checks every parameter
 against the base preset before any trial starts (`check_sweep`). Nothing here imports Ray.
 """
 

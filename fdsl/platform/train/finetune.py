@@ -73,8 +73,6 @@ CONFUSION_FILE = "confusion.npy"
 CONFUSION_PNG = "confusion.png"
 __all__ = ["build_model", "finetune", "head_info", "prepare_finetune", "resolve_weights"]
 
-log = logging.getLogger("fdsl.finetune")
-
 
 # --- the worker ------------------------------------------------------------------------------------
 def _val_tensors(shard, rank: int, world: int, device):

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
 from fdsl import __version__
 from fdsl.atomic import OutputError
 
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 """What the code raises for a user's mistake (and `fdsl.atomic.OutputError`); anything else is a bug
 and keeps its traceback."""
 
@@ -309,6 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     except (*USER_ERRORS, OutputError) as err:
         print(f"fdsl {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `fdsl show ... | head` closed the pipe: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # Python's flush at exit must not fail again
+        return 0
 
 
 if __name__ == "__main__":

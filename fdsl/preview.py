@@ -35,6 +35,9 @@ def save_grid(path: str | os.PathLike, classes, instances, images, title: str) -
     import matplotlib.pyplot as plt
 
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"--out: {path} is a folder, expected the path of a PNG file to write "
+                                f"(e.g. {path / 'preview.png'})")
     path.parent.mkdir(parents=True, exist_ok=True)
     rows, cols = len(classes), len(instances)
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols + 0.6, 1.5 * rows + 0.6), squeeze=False)

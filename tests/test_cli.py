@@ -45,3 +45,20 @@ def test_user_errors_exit_2_with_one_line():
         lines = res.stderr.strip().splitlines()
         assert len(lines) == 1 and message in lines[0], (args, res.stderr)
         assert "Traceback" not in res.stderr
+
+
+def test_show_into_a_closed_pipe_ends_quietly(root):
+    """`fdsl show P | head -1`: the reader closes the pipe early; no BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    res = subprocess.run(f"{sys.executable} -m fdsl.cli show debug-vit | head -1", shell=True, cwd=root,
+                         capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "{" and "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr
+
+
+def test_preview_into_a_folder_is_one_line(tmp_path):
+    res = run_fdsl("preview", "debug-fractaldb", "--out", str(tmp_path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert res.stderr.strip().count("\n") == 0 and "is a folder, expected the path of a PNG" in res.stderr
+    assert list(tmp_path.iterdir()) == []

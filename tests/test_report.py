@@ -81,3 +81,17 @@ def test_html_renders_its_plots_in_chromium(tmp_path):
                    capture_output=True, timeout=120, check=True)
     pixels = np.asarray(Image.open(shot).convert("L"))
     assert pixels.std() > 10  # a page with tables and plots, not a blank one
+
+
+def test_csv_cells_never_start_a_formula(tmp_path):
+    """A trial string that a spreadsheet would run as a formula is written as text (CSV injection)."""
+    make_sweep(tmp_path, n=2)
+    path = tmp_path / "trials" / "trial_000" / "trial.json"
+    record = json.loads(path.read_text())
+    record["params"]["finetune.randaugment"] = "=HYPERLINK(\"http://x\")"
+    record["dataset"]["fingerprint"] = "@SUM(A1)"
+    path.write_text(json.dumps(record))
+    paths = write_report(tmp_path)
+    cells = [c for row in csv.reader(paths["csv"].open()) for c in row]
+    assert "'=HYPERLINK(\"http://x\")" in cells and "'@SUM(A1)" in cells
+    assert not [c for c in cells if c[:1] in ("=", "+", "@")]

@@ -53,14 +53,23 @@ def _ranked(trials: list[dict], metric: str, mode: str) -> list[dict]:
     return scored + rest
 
 
+def csv_cell(value):
+    """A cell a spreadsheet shows as text: strings starting with = + - @ (or a tab or carriage return)
+    get a leading quote, so a trial string is never run as a formula (CSV injection)."""
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+        return "'" + value
+    return value
+
+
 def write_csv(path: Path, trials: list[dict], params: list[str], metrics: list[str]) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["trial", "status", *params, *metrics, "dataset"])
+        writer.writerow([csv_cell(c) for c in ["trial", "status", *params, *metrics, "dataset"]])
         for t in trials:
-            writer.writerow([t["trial"], t.get("status", ""), *[t["params"].get(p, "") for p in params],
-                             *[t.get("metrics", {}).get(m, "") for m in metrics],
-                             t.get("dataset", {}).get("fingerprint", "")])
+            row = [t["trial"], t.get("status", ""), *[t["params"].get(p, "") for p in params],
+                   *[t.get("metrics", {}).get(m, "") for m in metrics],
+                   t.get("dataset", {}).get("fingerprint", "")]
+            writer.writerow([csv_cell(c) for c in row])
 
 
 def curve_label(trial: dict, params: list[str]) -> str:

@@ -20,10 +20,16 @@ from pathlib import Path
 from fdsl import __version__
 from fdsl.atomic import atomic_write_text
 from fdsl.platform.data.shards import combine_content, file_sha256, shard_name
+from fdsl.schema import check_fields, load_json
 
 MANIFEST = "manifest.json"
 PROGRESS = "_progress.jsonl"
 FORMAT = "fdsl-dataset/1"
+MANIFEST_FIELDS = {"identity": dict, "generator": dict, "shards": list, "num_shards": int, "num_rows": int,
+                   "num_classes": int, "num_instances": int, "shard_rows": int, "encoding": str,
+                   "image_shape": list, "content_sha256": str, "bytes_per_image": float}
+"""What readers of a manifest rely on (checked when it is loaded)."""
+SHARD_FIELDS = {"file": str, "rows": int, "sha256": str}
 
 
 def identity(experiment) -> dict:
@@ -70,12 +76,16 @@ def load_manifest(directory: str | os.PathLike) -> dict:
         hint = ("it is incomplete: run the same `fdsl generate` again to finish it"
                 if (directory / PROGRESS).is_file() else "it is not a dataset made by `fdsl generate`")
         raise FileNotFoundError(f"{path} not found: {hint}")
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); re-run `fdsl generate` to rewrite it") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {manifest.get('format')!r}, expected {FORMAT!r}")
+    fix = "the file is damaged or not ours: make the data set again with `fdsl generate` into a new folder"
+    manifest = load_json(path, {"format": str}, fix)
+    if manifest["format"] != FORMAT:
+        raise ValueError(f"{path}: format {manifest['format']!r}, expected {FORMAT!r}")
+    check_fields(str(path), manifest, MANIFEST_FIELDS, fix)
+    for k, entry in enumerate(manifest["shards"]):
+        check_fields(f"{path}: shards[{k}]", entry, SHARD_FIELDS, fix)
+        if entry["file"] != shard_name(k):  # never a path out of the folder
+            raise ValueError(f"{path}: shards[{k}].file is {entry['file']!r}, expected "
+                             f"{shard_name(k)!r}; {fix}")
     return manifest
 
 

@@ -95,3 +95,37 @@ def test_csv_cells_never_start_a_formula(tmp_path):
     cells = [c for row in csv.reader(paths["csv"].open()) for c in row]
     assert "'=HYPERLINK(\"http://x\")" in cells and "'@SUM(A1)" in cells
     assert not [c for c in cells if c[:1] in ("=", "+", "@")]
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda r: {k: v for k, v in r.items() if k != "trial"}, "field 'trial' is missing"),
+    (lambda r: {**r, "params": [1]}, "field 'params' is list, expected an object"),
+    (lambda r: {**r, "curves": {"pretrain_loss": [[1]]}}, "curves.pretrain_loss' is not a list of"),
+    (lambda r: {**r, "curves": {"pretrain_loss": 3}}, "curves.pretrain_loss' is not a list of"),
+    (lambda r: [r], "got list, expected a JSON object"),
+])
+def test_damaged_trial_records_are_one_line(tmp_path, change, message):
+    from conftest import run_fdsl
+
+    make_sweep(tmp_path, n=2)
+    path = tmp_path / "trials" / "trial_001" / "trial.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+    res = run_fdsl("report", str(tmp_path))
+    assert res.returncode == 2 and "Traceback" not in res.stderr and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "trial_001/trial.json" in res.stderr
+
+
+def test_a_preview_outside_the_trial_is_not_embedded(tmp_path):
+    make_sweep(tmp_path, n=2)
+    secret = tmp_path / "secret.png"
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(secret)
+    path = tmp_path / "trials" / "trial_000" / "trial.json"
+    record = json.loads(path.read_text())
+    record["preview"] = "../../secret.png"
+    path.write_text(json.dumps(record))
+    html = write_report(tmp_path)["html"].read_text()
+    own = (tmp_path / "trials" / "trial_001" / "preview.png").read_bytes()
+    import base64
+
+    assert base64.b64encode(secret.read_bytes()).decode() not in html
+    assert base64.b64encode(own).decode() in html

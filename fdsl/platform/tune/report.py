@@ -16,15 +16,18 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import json
 import os
 from pathlib import Path
 
 from fdsl.atomic import atomic_path, atomic_write_text
+from fdsl.schema import load_json
 
 TRIALS = "trials"
 TRIAL_FILE = "trial.json"
 SWEEP_FILE = "sweep.json"
+TRIAL_FIELDS = {"trial": str, "params": dict, "metrics": dict}
+"""What the report reads of every trial record (optional: status, curves, dataset, preview)."""
+FIX = "the sweep folder is damaged or not ours: re-run the sweep into a new --out"
 
 
 def collect_trials(sweep_dir: str | os.PathLike) -> list[dict]:
@@ -34,10 +37,28 @@ def collect_trials(sweep_dir: str | os.PathLike) -> list[dict]:
         raise FileNotFoundError(f"{root} not found: {sweep_dir} is not a folder made by `fdsl sweep`")
     records = []
     for path in sorted(root.glob(f"*/{TRIAL_FILE}")):
-        record = json.loads(path.read_text())
+        record = load_json(path, TRIAL_FIELDS, FIX)
+        for name, points in record.get("curves", {}).items():
+            if not (isinstance(points, list) and all(_is_point(p) for p in points)):
+                raise ValueError(f"{path}: field 'curves.{name}' is not a list of [x, y] number pairs; {FIX}")
         record["_dir"] = str(path.parent)
         records.append(record)
     return records
+
+
+def _own_file(trial: dict) -> bool:
+    """Whether the trial's preview is a file inside its own folder (a record never makes the report
+    embed a file from elsewhere)."""
+    name, folder = trial.get("preview"), Path(trial["_dir"]).resolve()
+    if not isinstance(name, str) or not name:
+        return False
+    path = (folder / name).resolve()
+    return path.is_file() and path.parent == folder
+
+
+def _is_point(p) -> bool:
+    return (isinstance(p, list) and len(p) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p))
 
 
 def _fmt(value) -> str:
@@ -144,7 +165,8 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     """Write report.md, report.html, trials.csv and plots/ into the sweep folder; returns the paths."""
     root = Path(sweep_dir)
     trials = collect_trials(root)
-    sweep = json.loads((root / SWEEP_FILE).read_text()) if (root / SWEEP_FILE).is_file() else {}
+    sweep = load_json(root / SWEEP_FILE, {"metric": str, "mode": str}, FIX) if (root / SWEEP_FILE).is_file() \
+        else {}
     metric, mode = sweep.get("metric", "finetune_top1"), sweep.get("mode", "max")
     params = sorted({p for t in trials for p in t.get("params", {})})
     metrics = sorted({m for t in trials for m in t.get("metrics", {})}, key=lambda m: (m != metric, m))
@@ -154,8 +176,7 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     paths = {"csv": root / "trials.csv", "md": root / "report.md", "html": root / "report.html"}
     write_csv(paths["csv"], ranked, params, metrics)
     plots = _plots(root / "plots", trials, params, metric)
-    thumbs = {t["trial"]: Path(t["_dir"]) / t["preview"] for t in trials
-              if t.get("preview") and (Path(t["_dir"]) / t["preview"]).is_file()}
+    thumbs = {t["trial"]: Path(t["_dir"]) / t["preview"] for t in trials if _own_file(t)}
 
     title = f"Sweep report: {sweep.get('name', root.name)}"
     summary = (f"{len(trials)} trials ({sum(t.get('status') == 'done' for t in trials)} finished, "

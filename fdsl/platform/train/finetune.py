@@ -63,6 +63,7 @@ from fdsl.platform.train.weights import (
     build_model,
     check_buildable,
     check_known,
+    check_weights_fit,
     export_weights,
     freeze_backbone,
     head_info,
@@ -291,9 +292,11 @@ def prepare_finetune(experiment, weights: str, dataset: str | None, out: str | o
         raise ValueError(f"dataset: {cfg.dataset} has {len(data.train_labels)} training and "
                          f"{len(data.val_labels)} val images after subsampling; need at least one each")
     _check_model(spec, data.num_classes)
+    loaded = check_weights_fit(spec, data.num_classes) if spec["kind"] == "run" else None
     loop = {"finetune": cfg.to_dict(), "weights": spec, "num_classes": data.num_classes,
             "num_train": len(data.train_labels), "run_dir": str(out),
-            "extra": {"dataset": cfg.dataset, "weights": spec, "head": head_info(spec, data.num_classes)}}
+            "extra": {"dataset": cfg.dataset, "weights": spec, "head": head_info(spec, data.num_classes),
+                      "weights_loaded_tensors": loaded}}
     return loop, data
 
 

@@ -204,6 +204,43 @@ def resolve_weights(weights: str, cfg, pretrain_cfg) -> dict[str, Any]:
             "mean": config.get("mean"), "std": config.get("std")}
 
 
+def check_weights_fit(spec: dict[str, Any], num_classes: int) -> int:
+    """Every tensor of the model a run's weights build (the head aside, when it is replaced) must be
+    in the file under its name and with its shape: ValueError naming the first that is missing or
+    mismatched. Returns how many tensors the file provides. On the driver, on the meta device.
+
+    timm's loader is not strict about a replaced head, and a file whose names match nothing (e.g.
+    saved under a `backbone.` prefix) would otherwise fine-tune from scratch without a word.
+    """
+    import timm
+    import torch
+    from safetensors import safe_open
+
+    kwargs = {"img_size": spec.get("weights_img_size") or spec["img_size"]}
+    if spec.get("patch_size"):
+        kwargs["patch_size"] = spec["patch_size"]
+    head_classes = spec["num_classes"]
+    with torch.device("meta"):
+        model = timm.create_model(spec["architecture"], pretrained=False, num_classes=head_classes, **kwargs)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if head_classes != num_classes:  # a new head: its tensors do not come from the file
+        classifier = model.pretrained_cfg.get("classifier") or "head"
+        names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
+        expected = {k: v for k, v in expected.items() if not any(k.startswith(n + ".") for n in names)}
+    with safe_open(spec["file"], framework="pt") as f:
+        have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
+    for name, shape in expected.items():
+        if name not in have:
+            close = sorted(have)[:3]
+            raise ValueError(f"--weights: {spec['file']} has no tensor {name!r} of {spec['architecture']} "
+                             f"(it holds {len(have)} tensors, e.g. {close}); save the weights under the "
+                             "model's own names, as `fdsl pretrain` does")
+        if have[name] != shape:
+            raise ValueError(f"--weights: tensor {name!r} of {spec['file']} has shape {list(have[name])}, "
+                             f"{spec['architecture']} at img_size {kwargs['img_size']} needs {list(shape)}")
+    return len(expected)
+
+
 def _check_safetensors(file: Path) -> None:
     from safetensors import safe_open
 

@@ -253,3 +253,21 @@ def test_tampered_shard_and_used_run_folder_are_refused(data, tmp_path, capsys):
     (tmp_path / "b" / "experiment.json").write_text("{}")
     assert main(["pretrain", "debug-vit", "--data", str(data), "--out", str(tmp_path / "b")]) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_late_failure_does_not_block_the_folder(ray_local, tmp_path):
+    """A run that fails inside its workers (after experiment.json was written) and left no checkpoint
+    is set aside, so the corrected command can use the same --out; the error keeps its type."""
+    from fdsl.platform.train.config import PretrainConfig
+    from fdsl.platform.train.pretrain import train_func
+    from fdsl.platform.train.run import fit, refuse_used_folder, write_experiment
+
+    out = tmp_path / "run"
+    experiment = get_preset("debug-vit")
+    write_experiment(out, experiment)
+    cfg = PretrainConfig(num_workers=1, cpus_per_worker=0.5, max_failures=0)
+    with pytest.raises(Exception, match="no_such_field: unknown field of PretrainConfig"):
+        fit(train_func, {"pretrain": {"no_such_field": 1}}, cfg, out, {})  # fails in the worker
+    assert refuse_used_folder(out) == out.absolute()  # usable again
+    (aside,) = out.glob("failed-*")
+    assert (aside / "experiment.json").is_file() and (aside / "train").is_dir()

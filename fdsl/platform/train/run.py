@@ -124,7 +124,28 @@ def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets:
                              failure_config=FailureConfig(max_failures=cfg.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
         datasets=datasets)
-    return trainer.fit()
+    try:
+        return trainer.fit()
+    except BaseException:
+        set_aside_failed_run(out)
+        raise
+
+
+def set_aside_failed_run(out: Path) -> Path | None:
+    """After a failed fit: unless the run left a checkpoint to resume from, move what it wrote into
+    `out/failed-<time>/` (kept for a look) so that the corrected command can use `out` again;
+    returns that folder (None when the run stays in place for `--resume`)."""
+    if any((out / TRAIN_NAME).glob("checkpoint_*")):
+        return None  # resumable: pre-training continues it with --resume
+    names = [n for n in (EXPERIMENT_FILE, TRAIN_NAME, METRICS_LOG, EVENTS_FILE, SUMMARY_FILE, WEIGHTS_FILE)
+             if (out / n).exists()]
+    if not names:
+        return None
+    aside = out / time.strftime("failed-%Y%m%d-%H%M%S")
+    aside.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        os.replace(out / name, aside / name)
+    return aside
 
 
 # --- worker -------------------------------------------------------------------------------------

@@ -184,6 +184,8 @@ def test_scratch_finetune_on_two_ddp_workers(ray_local, tmp_path):
     assert len(lines) == 2 and json.loads(lines[-1])["finetune_top1"] == metrics["finetune_top1"]
     # raw-pixel baselines of the same 100 labelled images, scored on the same 359 val images
     base = metrics["baselines"]
-    assert base["fit_rows"] == 100 and base == pixel_baselines(*digits_subset(debug()))
+    again = pixel_baselines(*digits_subset(debug()))
+    assert base["fit_rows"] == 100 and {k: v for k, v in base.items() if k != "seconds"} == \
+        {k: v for k, v in again.items() if k != "seconds"}
     assert summary["baseline_logreg_top1"] == base["logreg_top1"] and 0.5 < base["knn1_top1"] <= 1.0
 

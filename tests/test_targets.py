@@ -143,3 +143,25 @@ def test_bad_specs():
         load_target("idx")
     with pytest.raises(ValueError, match="train_fraction"):
         load_target("digits", train_fraction=0)
+
+
+@pytest.mark.parametrize(("batch", "message"), [
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1000]},
+     r"labels span 0\.\.1000, expected 0\.\.9"),
+    ({b"data": np.full((2, 3072), 1000), b"labels": [0, 1]}, "data must be uint8 pixels 0-255"),
+    ({b"data": np.zeros((2, 3072), np.uint8), b"labels": [-1, 1]}, r"labels span -1\.\.1"),
+])
+def test_cifar_content_is_checked(tmp_path, batch, message):
+    write_cifar(tmp_path, [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"], b"labels", 10)
+    (tmp_path / "test_batch").write_bytes(pickle.dumps(batch))
+    with pytest.raises(ValueError, match=message):
+        load_target(f"cifar10:{tmp_path}")
+
+
+def test_imagefolder_decompression_bomb_is_one_line(tmp_path):
+    for split in ("train", "val"):
+        (tmp_path / split / "a").mkdir(parents=True)
+        Image.new("L", (8, 8)).save(tmp_path / split / "a" / "0.png")
+    Image.new("1", (20000, 20000)).save(tmp_path / "train" / "a" / "bomb.png")  # 400 Mpx, a few KB
+    with pytest.raises(ValueError, match=r"bomb\.png: not a readable image .*decompression bomb"):
+        load_target(f"imagefolder:{tmp_path}")

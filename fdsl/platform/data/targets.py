@@ -78,9 +78,33 @@ def load_target(spec: str, *, train_fraction: float = 1.0, samples_per_class: in
         raise ValueError(f"samples_per_class: got {samples_per_class}, expected >= 0 (0 keeps all)")
     data = loader(path)
     data.name = spec
+    _check_target(spec, data)
     keep = subset_indices(data.train_labels, data.num_classes, train_fraction, samples_per_class, seed)
     data.train_images, data.train_labels = data.train_images[keep], data.train_labels[keep]
     return data
+
+
+MAX_IMAGE_SIDE = 4096
+"""Largest image side a target set may have (a bigger one is refused, not resized)."""
+
+
+def _check_target(spec: str, data: TargetData) -> None:
+    """Labels in [0, num_classes), uint8 images of one shape per split, sides <= MAX_IMAGE_SIDE."""
+    for split in ("train", "val"):
+        images, labels = getattr(data, f"{split}_images"), getattr(data, f"{split}_labels")
+        if len(images) != len(labels):
+            raise ValueError(f"dataset: {spec} {split} split has {len(images)} images and "
+                             f"{len(labels)} labels")
+        rgb_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[-1] == 3)
+        if images.dtype != np.uint8 or not rgb_ok:
+            raise ValueError(f"dataset: {spec} {split} images are {images.dtype} {list(images.shape[1:])}, "
+                             "expected uint8 HxW or HxWx3")
+        if max(images.shape[1:3]) > MAX_IMAGE_SIDE:
+            raise ValueError(f"dataset: {spec} {split} images are {list(images.shape[1:3])} px, expected at "
+                             f"most {MAX_IMAGE_SIDE} px a side; resize the set first")
+        if len(labels) and (labels.min() < 0 or labels.max() >= data.num_classes):
+            raise ValueError(f"dataset: {spec} {split} labels span {int(labels.min())}..{int(labels.max())}, "
+                             f"expected 0..{data.num_classes - 1} ({data.num_classes} classes)")
 
 
 def subset_indices(labels: np.ndarray, num_classes: int, fraction: float, per_class: int,
@@ -215,8 +239,15 @@ def _read_cifar_batch(path: Path, label_key: bytes) -> tuple[np.ndarray, np.ndar
         raise ValueError(f"{path}: not a CIFAR python batch ({err})") from None
     if not isinstance(batch, dict) or b"data" not in batch or label_key not in batch:
         raise ValueError(f"{path}: not a CIFAR python batch (no data/{label_key.decode()} keys)")
-    data = np.asarray(batch[b"data"], dtype=np.uint8)
-    labels = np.asarray(batch[label_key], dtype=np.int64)
+    try:
+        raw = np.asarray(batch[b"data"])
+        labels = np.asarray(batch[label_key], dtype=np.int64)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise ValueError(f"{path}: not a CIFAR python batch ({err})") from None
+    if raw.dtype != np.uint8 and (raw.size == 0 or not np.issubdtype(raw.dtype, np.integer)
+                                  or raw.min() < 0 or raw.max() > 255):
+        raise ValueError(f"{path}: data must be uint8 pixels 0-255, got {raw.dtype}")
+    data = raw.astype(np.uint8)
     if data.ndim != 2 or data.shape[1] != 3072 or len(data) != len(labels):
         raise ValueError(f"{path}: data {data.shape} / labels {labels.shape}, expected (N, 3072) / (N,)")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).copy(), labels
@@ -261,7 +292,7 @@ def _read_tree(root: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
             try:
                 with Image.open(file) as im:
                     arr = np.asarray(im.convert("RGB"))
-            except (UnidentifiedImageError, OSError) as err:
+            except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as err:
                 raise ValueError(f"{file}: not a readable image ({err})") from None
             if shape is None:
                 shape = arr.shape

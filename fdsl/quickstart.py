@@ -15,6 +15,22 @@ import time
 from pathlib import Path
 
 QUICKSTART_SWEEP = "quickstart"
+MARKER = ".fdsl-quickstart"
+"""Written into the folder the quickstart creates; it only ever clears a folder that holds it."""
+
+
+def claim_folder(out: Path) -> Path:
+    """The quickstart's folder: created (with its marker), or one a quickstart made before;
+    FileExistsError for a folder with other content (nothing in it is touched)."""
+    out = Path(out).resolve()
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out: {out} is a file, expected a folder for the quickstart")
+    if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
+        raise FileExistsError(f"--out: {out} holds files the quickstart did not write; it clears its "
+                              "own folder before each run, so choose an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `fdsl quickstart`; it may clear this folder's run sub-folders\n")
+    return out
 
 
 def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -> dict:
@@ -30,8 +46,7 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
     from fdsl.preview import preview_dataset
     from fdsl.sweeps import check_sweep, get_sweep
 
-    out = Path(out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
+    out = claim_folder(out)
     started_here = connect(None, num_cpus)
     rows: list[tuple[str, float, str]] = []
     results: dict[str, dict] = {}

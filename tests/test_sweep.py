@@ -45,6 +45,8 @@ def test_bad_sweep_at_the_cli_exits_2(tmp_path):
     assert res.returncode == 2 and "sweep: got 'no-such-sweep'" in res.stderr
     res = run_fdsl("sweep", "debug-variety", "--out", str(tmp_path / "s"), "--set", "num_samples=0")
     assert res.returncode == 2 and "num_samples: got 0" in res.stderr
+    res = run_fdsl("sweep", "debug-variety", "--out", str(tmp_path / "s"), "--set", "metric=nosuch")
+    assert res.returncode == 2 and "metric: got 'nosuch', expected one of ['finetune_top1'" in res.stderr
     assert not (tmp_path / "s").exists()  # nothing started
 
 

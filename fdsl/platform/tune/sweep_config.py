@@ -23,6 +23,8 @@ from typing import Any, Literal
 
 from fdsl.config import Config, apply_overrides, leaf_paths
 
+TRIAL_METRICS = ("finetune_top1", "finetune_top5", "finetune_loss", "train_loss")
+"""What every trial reports to Tune after each fine-tuning evaluation: the metrics a sweep can rank by."""
 SPEC_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 
@@ -55,6 +57,7 @@ class SweepConfig(Config):
 
     def validate(self) -> None:
         super().validate()
+        self._check_choice("metric", TRIAL_METRICS)
         self._check_choice("mode", ["max", "min"])
         self._check_choice("search", ["grid", "random", "optuna"])
         self._check_choice("scheduler", ["fifo", "asha"])

@@ -1,0 +1,120 @@
+"""Fuzz: a user's bad input to any command is one line on stderr, exit 2, no traceback, nothing written.
+
+Generated `--set` values (NaN, infinities, huge and hugely negative numbers, empty strings, words,
+unicode letters, hex) go to a random numeric field of each command's preset, in process through
+`fdsl.cli.main`; a corpus of damaged weights files goes to `fdsl finetune --weights`. Every case
+must end before any Ray worker starts, with the output folder untouched. The last test reports how
+many cases each command got.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import typing
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from fdsl.cli import main
+from fdsl.config import leaf_paths
+from fdsl.presets import get_preset
+from fdsl.sweeps import get_sweep
+
+CASES: collections.Counter = collections.Counter()
+BAD_NUMBERS = st.sampled_from(["nan", "NaN", "inf", "-inf", "Infinity", "1e30", "-1e30", str(10**30),
+                               str(-(10**30)), "", " ", "abc", "名前", "ü", "0x10", "1,5", "--1", "None?"])
+COMMANDS = {
+    "show": ("debug-vit", lambda out: []),
+    "preview": ("debug-fractaldb", lambda out: ["--out", str(out / "p.png")]),
+    "generate": ("debug-visualatom", lambda out: ["--out", str(out / "data")]),
+    "pretrain": ("debug-vit", lambda out: ["--data", "stream", "--out", str(out / "run")]),
+    "finetune": ("debug-finetune", lambda out: ["--weights", "scratch", "--out", str(out / "ft")]),
+    "ssl": ("debug-dino", lambda out: ["--out", str(out / "ssl")]),
+}
+
+
+def numeric_fields(config) -> list[str]:
+    fields = []
+    for path, (owner, name) in leaf_paths(config).items():
+        kind = typing.get_type_hints(type(owner))[name]
+        if kind in (int, float) or kind == (float | None):
+            fields.append(path)
+    return sorted(fields)
+
+
+def run(capsys, argv: list[str]) -> tuple[int, str]:
+    code = main(argv)
+    return code, capsys.readouterr().err
+
+
+def assert_one_line(code: int, err: str) -> None:
+    assert code == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), value=BAD_NUMBERS)
+def test_bad_set_values_are_one_line(command, data, value, tmp_path, capsys):
+    preset, extra = COMMANDS[command]
+    field = data.draw(st.sampled_from(numeric_fields(get_preset(preset))))
+    before = sorted(tmp_path.rglob("*"))
+    code, err = run(capsys, [command, preset, *extra(tmp_path), "--set", f"{field}={value}"])
+    assert_one_line(code, err)
+    assert field.rsplit(".", 1)[-1] in err  # the message names the field
+    assert sorted(tmp_path.rglob("*")) == before
+    CASES[command] += 1
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), value=BAD_NUMBERS)
+def test_bad_sweep_values_are_one_line(data, value, tmp_path, capsys):
+    field = data.draw(st.sampled_from(numeric_fields(get_sweep("debug-variety"))))
+    argv = ["sweep", "debug-variety", "--out", str(tmp_path / "s"), "--set", f"{field}={value}"]
+    code, err = run(capsys, argv)
+    assert_one_line(code, err)
+    assert not (tmp_path / "s").exists()
+    CASES["sweep"] += 1
+
+
+def _weights_run(folder, weights: bytes | None, config: bytes | None):
+    folder.mkdir(parents=True, exist_ok=True)
+    if weights is not None:
+        (folder / "model.safetensors").write_bytes(weights)
+    if config is not None:
+        (folder / "config.json").write_bytes(config)
+    return folder
+
+
+GOOD_CONFIG = {"architecture": "test_vit", "img_size": 32, "patch_size": 4, "num_classes": 8,
+               "mean": [0.5] * 3, "std": [0.5] * 3}
+CORPUS = {
+    "no files": (None, None),
+    "random weights": (b"\x93\x00\xffrandom bytes" * 10, json.dumps(GOOD_CONFIG).encode()),
+    "truncated header": (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":", json.dumps(GOOD_CONFIG).encode()),
+    "huge header length": (b"\xff" * 8 + b"{}", json.dumps(GOOD_CONFIG).encode()),
+    "config not json": (b"", b"{not json"),
+    "config a list": (b"", b"[1, 2]"),
+    "config missing img_size": (b"", json.dumps({k: v for k, v in GOOD_CONFIG.items()
+                                                 if k != "img_size"}).encode()),
+    "config wrong types": (b"", json.dumps({**GOOD_CONFIG, "img_size": "big"}).encode()),
+    "config random bytes": (b"", bytes(range(256))),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CORPUS))
+def test_damaged_weights_are_one_line(case, tmp_path, capsys):
+    weights = _weights_run(tmp_path / "w", *CORPUS[case])
+    code, err = run(capsys, ["finetune", "debug-finetune", "--weights", str(weights), "--out",
+                             str(tmp_path / "ft")])
+    assert_one_line(code, err)
+    assert not (tmp_path / "ft").exists()
+    CASES["finetune --weights (files)"] += 1
+
+
+def test_zz_report_case_counts():
+    """How many cases each command got (printed with -s; the closing note quotes them)."""
+    print("\nbad-input cases per command:", dict(sorted(CASES.items())))
+    assert all(CASES[c] >= 40 for c in COMMANDS) and CASES["sweep"] >= 40

@@ -18,6 +18,24 @@ class OutputError(OSError):
     folder); the message names the path and what to do. The CLI reports it in one line."""
 
 
+def check_writable(path: str | os.PathLike, what: str = "--out") -> Path:
+    """The absolute `path` if it can be created or written as a folder, without creating anything:
+    OutputError when it is a file, or when its nearest existing folder is read-only (a read-only
+    file system included) or not a folder."""
+    path = Path(path).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{what}: {path} is a file, expected a folder; choose a folder path")
+    base = path
+    while not base.exists():
+        base = base.parent
+    if not base.is_dir():
+        raise OutputError(f"{what}: {base} (on the way to {path}) is a file, not a folder")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputError(f"{what}: cannot write in {base} (read-only or no permission); choose a "
+                          "writable folder")
+    return path
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on error it is removed.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fdsl.atomic import atomic_path
+from fdsl.atomic import atomic_path, check_writable
 from fdsl.generators import Generator
 
 
@@ -38,6 +38,7 @@ def save_grid(path: str | os.PathLike, classes, instances, images, title: str) -
     if path.is_dir():
         raise IsADirectoryError(f"--out: {path} is a folder, expected the path of a PNG file to write "
                                 f"(e.g. {path / 'preview.png'})")
+    check_writable(path.parent)
     path.parent.mkdir(parents=True, exist_ok=True)
     rows, cols = len(classes), len(instances)
     fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols + 0.6, 1.5 * rows + 0.6), squeeze=False)

@@ -14,6 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
+from fdsl.atomic import check_writable
+
 QUICKSTART_SWEEP = "quickstart"
 MARKER = ".fdsl-quickstart"
 """Written into the folder the quickstart creates; it only ever clears a folder that holds it."""
@@ -22,9 +24,7 @@ MARKER = ".fdsl-quickstart"
 def claim_folder(out: Path) -> Path:
     """The quickstart's folder: created (with its marker), or one a quickstart made before;
     FileExistsError for a folder with other content (nothing in it is touched)."""
-    out = Path(out).resolve()
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out: {out} is a file, expected a folder for the quickstart")
+    out = check_writable(out).resolve()
     if out.is_dir() and any(out.iterdir()) and not (out / MARKER).is_file():
         raise FileExistsError(f"--out: {out} holds files the quickstart did not write; it clears its "
                               "own folder before each run, so choose an empty or new folder")

@@ -55,7 +55,9 @@ def assert_one_line(code: int, err: str) -> None:
 
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.timeout(300)  # a value that passes validation would start a real run: fail, do not hang
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), value=BAD_NUMBERS)
 def test_bad_set_values_are_one_line(command, data, value, tmp_path, capsys):
     preset, extra = COMMANDS[command]
@@ -68,7 +70,9 @@ def test_bad_set_values_are_one_line(command, data, value, tmp_path, capsys):
     CASES[command] += 1
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.timeout(300)  # a value that passes validation would start a real run: fail, do not hang
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data(), value=BAD_NUMBERS)
 def test_bad_sweep_values_are_one_line(data, value, tmp_path, capsys):
     field = data.draw(st.sampled_from(numeric_fields(get_sweep("debug-variety"))))
@@ -77,6 +81,27 @@ def test_bad_sweep_values_are_one_line(data, value, tmp_path, capsys):
     assert_one_line(code, err)
     assert not (tmp_path / "s").exists()
     CASES["sweep"] += 1
+
+
+DEBUG_PRESETS = ["debug-vit", "debug-finetune", "debug-dino", "debug-fractaldb", "debug-ofdb",
+                 "debug-onepfrac", "debug-rcdb", "debug-visualatom", "debug-exfractaldb"]
+
+
+@pytest.mark.parametrize("name", DEBUG_PRESETS + ["sweep:debug-variety"])
+def test_every_numeric_field_is_bounded(name):
+    """Every numeric field of every section refuses NaN and numbers far out of any sensible range
+    (the fuzz above found a sweep's seed without a range)."""
+    is_sweep = name.startswith("sweep:")
+    load = (lambda o: get_sweep(name[6:], o)) if is_sweep else (lambda o: get_preset(name, o))
+    accepted = []
+    for field in numeric_fields(load([])):
+        for value in ("nan", str(10**30), str(-(10**30))):
+            try:
+                load([f"{field}={value}"])
+                accepted.append(f"{field}={value}")
+            except ValueError:
+                pass
+    assert accepted == []
 
 
 def _weights_run(folder, weights: bytes | None, config: bytes | None):

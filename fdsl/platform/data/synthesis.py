@@ -22,7 +22,7 @@ import os
 import time
 from pathlib import Path
 
-from fdsl.atomic import OutputError
+from fdsl.atomic import OutputError, check_writable
 from fdsl.platform.connect import connect
 from fdsl.platform.data.manifest import (
     MANIFEST,
@@ -138,9 +138,7 @@ def _finish(result: SynthesisResult, log) -> SynthesisResult:
 
 def _prepare_folder(out: Path) -> Path:
     """Create `out` and prove it writable, or raise a ValueError that says what is wrong."""
-    out = out.expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"out: {out} exists and is not a folder; choose a folder path")
+    out = check_writable(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-probe-{os.getpid()}.tmp"

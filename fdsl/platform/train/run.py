@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from fdsl.atomic import atomic_write_text
+from fdsl.atomic import atomic_write_text, check_writable
 from fdsl.platform.train.config import WorkersSection
 from fdsl.platform.train.weights import WEIGHTS_FILE
 
@@ -50,7 +50,7 @@ def has_run(out: Path) -> bool:
 
 def refuse_used_folder(out: str | os.PathLike, *, resumable: bool = False) -> Path:
     """The absolute run folder, or FileExistsError when it holds a run already."""
-    out = Path(out).absolute()
+    out = check_writable(out)
     if has_run(out):
         hint = "choose another --out"
         if resumable:

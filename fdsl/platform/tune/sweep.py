@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fdsl.atomic import atomic_write_text
+from fdsl.atomic import atomic_write_text, check_writable
 from fdsl.platform.tune.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
 from fdsl.platform.tune.sweep_config import SweepConfig, trial_overrides
 
@@ -237,7 +237,7 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
 
     sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
     sweep.check_space(base)
-    sweep_dir = Path(out).resolve()
+    sweep_dir = check_writable(out).resolve()
     _prepare(sweep, name, sweep_dir, resume, base)
     connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
     trainable = tune.with_resources(run_trial, {"cpu": 0.1})  # a trial only waits on its trainers

@@ -64,6 +64,7 @@ class SweepConfig(Config):
         self._check_range("num_samples", 1, 100_000)
         self._check_range("max_concurrent_trials", 1, 10_000)
         self._check_range("grace_period", 1, 10_000)
+        self._check_range("seed", 0, 2**31 - 1)
         if not self.space:
             raise ValueError("space: got an empty search space, expected at least one parameter")
 

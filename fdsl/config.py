@@ -75,10 +75,44 @@ class Config:
         kwargs = {}
         for name, value in data.items():
             sub = hints[name]
-            if isinstance(sub, type) and issubclass(sub, Config) and isinstance(value, dict):
-                value = sub.from_dict(value)
+            if isinstance(sub, type) and issubclass(sub, Config):
+                if isinstance(value, dict):
+                    try:
+                        value = sub.from_dict(value)
+                    except ValueError as err:  # name the section: "pretrain.lr: ..."
+                        raise ValueError(f"{name}.{err}") from None
+                elif not isinstance(value, Config):
+                    raise ValueError(f"{name}: got {type(value).__name__}, expected an object of fields")
+            elif not _has_type(value, sub):
+                raise ValueError(f"{name}: got {value!r} ({type(value).__name__}), expected {sub}")
             kwargs[name] = value
         return cls(**kwargs)
+
+
+def _has_type(value: Any, kind: Any) -> bool:
+    """Whether a JSON-loaded `value` fits the field type `kind` (a bool is no number; an int is a float)."""
+    if kind is Any or isinstance(kind, typing.TypeVar):
+        return True
+    if kind is bool:
+        return isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is str:
+        return isinstance(value, str)
+    origin = typing.get_origin(kind)
+    if origin is typing.Literal:
+        return value in typing.get_args(kind)
+    if origin in (typing.Union, types.UnionType):
+        return any(_has_type(value, k) for k in typing.get_args(kind))
+    if kind is type(None):
+        return value is None
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple))
+    if origin is dict:
+        return isinstance(value, dict)
+    return True  # a type this check does not know: left to validate()
 
 
 @functools.cache

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +12,7 @@ from fdsl.generators import generator_class
 from fdsl.generators.fractaldb import FractalDBConfig
 from fdsl.platform.data.synthesis_config import SynthesisConfig
 from fdsl.platform.train.config import FinetuneConfig, PretrainConfig, SSLConfig
+from fdsl.schema import load_json
 
 
 @dataclasses.dataclass
@@ -43,18 +43,23 @@ class Experiment(Config):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Experiment:
+        """Build from a dict (experiment.json, a manifest's record): every section and field is checked
+        against its type, so a damaged file is a ValueError naming the field."""
+        if not isinstance(data, dict):
+            raise ValueError(f"experiment: got {type(data).__name__}, expected an object of sections")
         data = dict(data)
         generator = data.get("generator", "fractaldb")
-        data["data"] = generator_class(generator).config_cls.from_dict(data.get("data", {}))
-        if isinstance(data.get("synthesis"), dict):
-            data["synthesis"] = SynthesisConfig.from_dict(data["synthesis"])
-        if isinstance(data.get("pretrain"), dict):
-            data["pretrain"] = PretrainConfig.from_dict(data["pretrain"])
-        if isinstance(data.get("finetune"), dict):
-            data["finetune"] = FinetuneConfig.from_dict(data["finetune"])
-        if isinstance(data.get("ssl"), dict):
-            data["ssl"] = SSLConfig.from_dict(data["ssl"])
-        return cls(**data)
+        if not isinstance(generator, str):
+            raise ValueError(f"generator: got {generator!r}, expected a generator name")
+        section = data.get("data", {})
+        if not isinstance(section, dict):
+            raise ValueError(f"data: got {type(section).__name__}, expected an object of fields")
+        config_cls = generator_class(generator).config_cls
+        try:
+            data["data"] = config_cls.from_dict(section)
+        except ValueError as err:
+            raise ValueError(f"data.{err}") from None
+        return super().from_dict(data)
 
 
 def load_run_experiment(out: str | os.PathLike, preset: str | None = None, overrides=()):
@@ -66,7 +71,10 @@ def load_run_experiment(out: str | os.PathLike, preset: str | None = None, overr
     if not path.is_file():
         raise FileNotFoundError(f"{out}: no run to resume ({EXPERIMENT_FILE} missing); "
                                 "start it without --resume")
-    experiment = Experiment.from_dict(json.loads(path.read_text()))
+    try:
+        experiment = Experiment.from_dict(load_json(path, {}, "start the run anew in another --out"))
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}" if not str(err).startswith(str(path)) else str(err)) from None
     if preset is not None and experiment.name != preset:
         raise ValueError(f"preset: got {preset!r}, expected {experiment.name!r}, the preset of the run "
                          f"in {out}")

@@ -44,7 +44,7 @@ def numeric_fields(config) -> list[str]:
     return sorted(fields)
 
 
-def run(capsys, argv: list[str]) -> tuple[int, str]:
+def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
     code = main(argv)
     return code, capsys.readouterr().err
 
@@ -63,7 +63,7 @@ def test_bad_set_values_are_one_line(command, data, value, tmp_path, capsys):
     preset, extra = COMMANDS[command]
     field = data.draw(st.sampled_from(numeric_fields(get_preset(preset))))
     before = sorted(tmp_path.rglob("*"))
-    code, err = run(capsys, [command, preset, *extra(tmp_path), "--set", f"{field}={value}"])
+    code, err = run_cli(capsys, [command, preset, *extra(tmp_path), "--set", f"{field}={value}"])
     assert_one_line(code, err)
     assert field.rsplit(".", 1)[-1] in err  # the message names the field
     assert sorted(tmp_path.rglob("*")) == before
@@ -77,7 +77,7 @@ def test_bad_set_values_are_one_line(command, data, value, tmp_path, capsys):
 def test_bad_sweep_values_are_one_line(data, value, tmp_path, capsys):
     field = data.draw(st.sampled_from(numeric_fields(get_sweep("debug-variety"))))
     argv = ["sweep", "debug-variety", "--out", str(tmp_path / "s"), "--set", f"{field}={value}"]
-    code, err = run(capsys, argv)
+    code, err = run_cli(capsys, argv)
     assert_one_line(code, err)
     assert not (tmp_path / "s").exists()
     CASES["sweep"] += 1
@@ -132,11 +132,34 @@ CORPUS = {
 @pytest.mark.parametrize("case", sorted(CORPUS))
 def test_damaged_weights_are_one_line(case, tmp_path, capsys):
     weights = _weights_run(tmp_path / "w", *CORPUS[case])
-    code, err = run(capsys, ["finetune", "debug-finetune", "--weights", str(weights), "--out",
+    code, err = run_cli(capsys, ["finetune", "debug-finetune", "--weights", str(weights), "--out",
                              str(tmp_path / "ft")])
     assert_one_line(code, err)
     assert not (tmp_path / "ft").exists()
     CASES["finetune --weights (files)"] += 1
+
+
+EXPERIMENTS = {
+    "a list": b"[1]",
+    "not json": b"{",
+    "pretrain a list": json.dumps({"name": "debug-vit", "generator": "fractaldb", "pretrain": [1]}).encode(),
+    "lr a string": json.dumps({"name": "debug-vit", "generator": "fractaldb",
+                               "pretrain": {"lr": "fast"}}).encode(),
+    "unknown generator": json.dumps({"name": "debug-vit", "generator": "nope"}).encode(),
+    "data field wrong type": json.dumps({"name": "debug-vit", "generator": "fractaldb",
+                                         "data": {"num_classes": [8]}}).encode(),
+}
+
+
+@pytest.mark.parametrize("case", sorted(EXPERIMENTS))
+def test_damaged_experiment_json_on_resume_is_one_line(case, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "experiment.json").write_bytes(EXPERIMENTS[case])
+    code, err = run_cli(capsys, ["pretrain", "debug-vit", "--data", "stream", "--out", str(run), "--resume"])
+    assert_one_line(code, err)
+    assert "experiment.json" in err and sorted(p.name for p in run.iterdir()) == ["experiment.json"]
+    CASES["pretrain --resume (experiment.json)"] += 1
 
 
 def test_zz_report_case_counts():

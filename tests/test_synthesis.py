@@ -212,7 +212,7 @@ def _make_fast(tmp_path):
 
 def test_unwritable_location_is_a_clear_error(tmp_path):
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ValueError, match="cannot write in .*file/data"):
+    with pytest.raises(OSError, match=r"--out: .*/file \(on the way to .*file/data\) is a file, not a"):
         generate(get_preset("debug-fractaldb", FAST), tmp_path / "file" / "data")
 
 

@@ -193,7 +193,7 @@ class MetricsLog:
     A restarted worker group continuing from step `from_step` drops the rows after it, so the log
     stays one row per step (`from_step=0`: the log starts anew)."""
 
-    def __init__(self, run_dir: str | None, rank: int, from_step: int = 0, key: str = "step"):
+    def __init__(self, run_dir: str | None, rank: int, from_step: int = 0):
         self.dir = Path(run_dir) if run_dir and rank == 0 else None
         if self.dir is None:
             return
@@ -201,7 +201,7 @@ class MetricsLog:
         path = self.dir / METRICS_LOG
         if path.exists():
             kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)[key] <= from_step]
+                    if line.strip() and json.loads(line)["step"] <= from_step]
             path.write_text("".join(line + "\n" for line in kept))
 
     def metrics(self, row: dict) -> None:

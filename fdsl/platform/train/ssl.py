@@ -382,7 +382,7 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
           f"{spec['local_size']}px crops, {cfg.epochs} epochs", flush=True)
     start = time.perf_counter()
     fit(train_func, loop, cfg, out, {"train": train_ds}, callbacks=callbacks)
-    rows = read_ssl_metrics(out)
+    rows = read_metrics(out)
     first = float(np.mean([r["loss"] for r in rows[:max(1, len(rows) // 10)]]))
     final = float(np.mean([r["loss"] for r in rows[-max(1, len(rows) // 10):]]))
     result = {"run_dir": str(out), "model": str(out / WEIGHTS_FILE), "steps": len(rows), "first_loss": first,
@@ -391,7 +391,3 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     print(f"ssl: loss {first:.3f} -> {final:.3f} in {result['steps']} steps -> {out / WEIGHTS_FILE}",
           flush=True)
     return result
-
-
-read_ssl_metrics = read_metrics
-"""The rows of an SSL run's metrics.jsonl (one per step)."""

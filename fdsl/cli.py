@@ -296,7 +296,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("quickstart", help="run the whole pipeline end to end at debug size on a local Ray")
+    p = sub.add_parser("quickstart",
+                       help="a small replication on a local Ray: laptop FDSL vs scratch, 2 seeds, a sweep")
     p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     p.set_defaults(func=cmd_quickstart)

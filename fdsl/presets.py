@@ -2,7 +2,9 @@
 
     fdsl presets                    # list them
     fdsl show fractaldb-1k          # print one as JSON
-Each full-size preset has a `debug-*` sibling that renders on 2 CPU cores in seconds.
+Each full-size preset has a `debug-*` sibling that renders on 2 CPU cores in seconds (tests run
+those), and each family a `laptop-*` preset: one whole experiment (data, pre-training, fine-tuning)
+that shows the FDSL effect on a 2-core machine in minutes (measured in docs/finetune.md).
 """
 
 from __future__ import annotations
@@ -303,3 +305,69 @@ def debug_dino() -> Experiment:
         local_img_size=16, hflip=0.0, epochs=3, global_batch_size=64, lr=5e-4, warmup_epochs=1,
         weight_decay=0.04, weight_decay_end=0.1, drop_path_rate=0.0, num_workers=1, cpus_per_worker=1,
         threads_per_worker=2, augment_cpus=0.5, augment_batch_size=128))
+
+
+# --- laptop: one whole experiment per family that learns on 2 CPU cores in minutes ------------------
+# 32 classes x 64 instances rendered small, a tiny ViT (timm test_vit: 6 blocks, width 64) at 16 px
+# with patch 4, 3,000 pre-training steps of a light recipe (random resized crop, label smoothing; the
+# DeiT recipe's Mixup/CutMix/RandAugment/erasing keep a model this small from learning at all in
+# this budget), then 100 fine-tuning epochs of the few labelled target images, for weights of a run
+# and for scratch alike. Ray Train's local mode (num_workers=0) and the plain torch engine: at this
+# size starting a worker group and DeepSpeed costs more than the training. The recipe was chosen on
+# a dev split of digits' *training* images (docs/finetune.md); the figures there are on its val split
+# and on Fashion-MNIST, which no choice looked at.
+_LAPTOP_SET = dict(num_classes=32, num_instances=64)
+_LAPTOP_POINTS = dict(image_size=32, pad=1, draw_mode="point", num_points=3000, search_size=128,
+                      search_points=10_000)
+
+
+def _laptop(data: Experiment, norm_mean: float, norm_std: float) -> Experiment:
+    """`data` with the laptop pre-training (normalised by the set's own pixel mean/std) and fine-tuning."""
+    data.pretrain = PretrainConfig(
+        model="test_vit", img_size=16, patch_size=4, drop_path_rate=0.0, norm_mean=norm_mean,
+        norm_std=norm_std,
+        global_batch_size=64, max_steps=3000, lr=2e-3, min_lr=1e-5, warmup_epochs=5, weight_decay=0.05,
+        precision="fp32", use_deepspeed=False, zero_stage=0, num_workers=0, augment_cpus=1.0,
+        augment_batch_size=512, repeated_aug=1, mixup=0.0, cutmix=0.0, randaugment="", random_erasing=0.0,
+        label_smoothing=0.1, crop_scale_min=0.8, min_pass_images=1_000_000, checkpoint_every=10**9,
+        report_every=500)
+    data.finetune = FinetuneConfig(
+        dataset="digits", samples_per_class=10, epochs=100, global_batch_size=32, optimizer="adamw", lr=1e-3,
+        min_lr=1e-5, weight_decay=0.05, warmup_epochs=3, label_smoothing=0.1, crop_scale_min=0.5, hflip=0.0,
+        drop_path_rate=0.0, num_workers=0, augment_cpus=1.0, augment_batch_size=512, eval_every=10)
+    return data
+
+
+@preset("laptop-visualatom")
+def laptop_visualatom() -> Experiment:
+    """VisualAtom on a laptop: 32 x 64 contours at 64px, tiny ViT 3,000 steps, 100-epoch fine-tune: ~5 min."""
+    return _laptop(Experiment(generator="visualatom",
+                              data=VisualAtomConfig(**_LAPTOP_SET, image_size=64)), 0.208, 0.309)
+
+
+@preset("laptop-rcdb")
+def laptop_rcdb() -> Experiment:
+    """RCDB on a laptop: 32 x 64 radial contours at 64px, the laptop-visualatom recipe."""
+    return _laptop(Experiment(generator="rcdb", data=RCDBConfig(**_LAPTOP_SET, image_size=64)), 0.791, 0.31)
+
+
+@preset("laptop-fractaldb")
+def laptop_fractaldb() -> Experiment:
+    """FractalDB on a laptop: 32 x 64 fractals drawn as points at 32px, the laptop-visualatom recipe."""
+    return _laptop(Experiment(generator="fractaldb", data=FractalDBConfig(**_LAPTOP_SET, **_LAPTOP_POINTS)),
+                   0.158, 0.232)
+
+
+@preset("laptop-onepfrac")
+def laptop_onepfrac() -> Experiment:
+    """1p-frac on a laptop: one system perturbed into 32 classes x 64, points at 32px, laptop recipe."""
+    return _laptop(Experiment(generator="onepfrac", data=OnePFracConfig(**_LAPTOP_SET, **_LAPTOP_POINTS)),
+                   0.242, 0.249)
+
+
+@preset("laptop-exfractaldb")
+def laptop_exfractaldb() -> Experiment:
+    """ExFractalDB on a laptop: 32 3-D fractals x 64 views at 32px (3,000 points), the laptop recipe."""
+    return _laptop(Experiment(generator="exfractaldb", data=ExFractalDBConfig(
+        **_LAPTOP_SET, image_size=32, num_points=3000, search_points=3000)), 0.106, 0.308)
+

@@ -1,22 +1,31 @@
-"""The whole pipeline at debug size on a local Ray: what `make quickstart` runs.
+"""The quickstart: a small replication of the FDSL effect on a local Ray, what `make quickstart` runs.
 
-    generate debug-fractaldb -> preview -> pre-train a tiny ViT (DeepSpeed, 2 workers)
-    -> fine-tune on digits from those weights and from scratch -> a 2-trial sweep -> its report
+    generate laptop-visualatom -> preview -> pre-train the tiny ViT on it
+    -> fine-tune on digits (10 labelled images per class) from those weights and from scratch,
+       paired seeds 0 and 1 -> a fine-tuning sweep (lr x the same 2 seeds) -> its report
 
-Everything lands in one folder (default runs/quickstart); the end prints a summary table and the
-report's path. A second run reuses the data sets (verified against their manifests) and re-runs
-the training steps into fresh folders.
+Everything lands in one folder (default runs/quickstart): the runs, `summary.json` (per step its
+seconds and result; `fdsl_top1` and `scratch_top1`, one value per seed; `effect`, their mean
+difference) and the sweep report. The end prints a table and where the report is. A second run
+reuses the data set (verified against its manifest) and re-runs the training steps.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
+import numpy as np
+
 from fdsl.atomic import check_writable
 
+QUICKSTART_PRESET = "laptop-visualatom"
 QUICKSTART_SWEEP = "quickstart"
+SEEDS = (0, 1)
+"""Paired fine-tuning seeds: each fixes the labelled subset, the new head, data order and augmentation."""
+SUMMARY = "summary.json"
 MARKER = ".fdsl-quickstart"
 """Written into the folder the quickstart creates; it only ever clears a folder that holds it."""
 
@@ -34,7 +43,7 @@ def claim_folder(out: Path) -> Path:
 
 
 def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -> dict:
-    """Run every step into `out`; returns {step: summary} and prints the table."""
+    """Run every step into `out`; writes and returns `summary.json`'s content, prints the table."""
     import ray
 
     from fdsl.platform.connect import connect
@@ -47,38 +56,73 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
     from fdsl.sweeps import check_sweep, get_sweep
 
     out = claim_folder(out)
-    started_here = connect(None, num_cpus)
-    rows: list[tuple[str, float, str]] = []
+    started_here = connect(None, num_cpus)  # one local Ray for every step
+    steps: list[dict] = []
     results: dict[str, dict] = {}
+    total_steps = 4 + 2 * len(SEEDS)
 
     def step(name: str, fn):
-        log(f"\n== quickstart: {name}")
+        log(f"== quickstart {len(steps) + 1}/{total_steps}: {name}")
         start = time.perf_counter()
         value = fn()
-        rows.append((name, time.perf_counter() - start, _describe(name, value)))
         results[name] = value if isinstance(value, dict) else {"path": str(value)}
+        steps.append({"name": name, "seconds": round(time.perf_counter() - start, 1),
+                      "result": _describe(name, value)})
         return value
 
     try:
         data = out / "data"
-        step("generate", lambda: generate(get_preset("debug-fractaldb"), data).manifest)
+        step("generate", lambda: generate(get_preset(QUICKSTART_PRESET), data).manifest)
         step("preview", lambda: preview_dataset(data, out / "preview.png"))
-        for stale in ("pretrain", "finetune-fdsl", "finetune-scratch", "sweep"):
+        runs = [f"finetune-{arm}-{s}" for arm in ("fdsl", "scratch") for s in SEEDS]
+        for stale in ("pretrain", "sweep", *runs):
             shutil.rmtree(out / stale, ignore_errors=True)
-        pre = step("pretrain", lambda: pretrain(get_preset("debug-vit"), str(data), out / "pretrain"))
-        tune = get_preset("debug-finetune")
-        step("finetune-fdsl", lambda: finetune(tune, pre["model"], "digits", out / "finetune-fdsl"))
-        step("finetune-scratch", lambda: finetune(tune, "scratch", "digits", out / "finetune-scratch"))
+        pre = step("pretrain", lambda: pretrain(get_preset(QUICKSTART_PRESET), str(data), out / "pretrain"))
+        for seed in SEEDS:
+            tune = get_preset(QUICKSTART_PRESET, [f"finetune.seed={seed}"])
+            for arm, weights in (("fdsl", pre["model"]), ("scratch", "scratch")):
+                name = f"finetune-{arm}-{seed}"
+                step(name, lambda t=tune, w=weights, n=name: finetune(t, w, "digits", out / n))
         sweep = get_sweep(QUICKSTART_SWEEP)
+        sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
         step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep)))
     finally:
         if started_here:
             ray.shutdown()
-    total = sum(r[1] for r in rows)
-    log("\n" + _table(rows, total))
-    log(f"\nquickstart done in {total:.0f}s. Report: {results['sweep']['report']}")
+    summary = _summary(steps, results)
+    from fdsl.atomic import atomic_write_text
+
+    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+    log("\n" + _table(steps, summary["seconds"]))
+    fdsl, scratch = summary["fdsl_top1"], summary["scratch_top1"]
+    log(f"\nFDSL effect on digits (10 labelled images per class, seeds {list(SEEDS)}): pre-trained "
+        f"{_mean_std(fdsl)} vs scratch {_mean_std(scratch)} top-1, effect {100 * summary['effect']:+.1f} "
+        f"points (per seed {', '.join(f'{100 * d:+.1f}' for d in summary['effect_per_seed'])}); "
+        f"raw-pixel logistic regression {_mean_std(summary['logreg_top1'])}")
+    log(f"quickstart done in {summary['seconds']:.0f}s. Summary: {out / SUMMARY}")
+    log(f"Sweep report: {results['sweep']['report']}")
     log(f"Preview of the data set: {out / 'preview.png'}")
-    return results
+    return summary
+
+
+def _summary(steps: list[dict], results: dict[str, dict]) -> dict:
+    fdsl = [results[f"finetune-fdsl-{s}"]["finetune_top1"] for s in SEEDS]
+    scratch = [results[f"finetune-scratch-{s}"]["finetune_top1"] for s in SEEDS]
+    diff = np.subtract(fdsl, scratch)
+    return {"preset": QUICKSTART_PRESET, "target": "digits", "samples_per_class": 10, "seeds": list(SEEDS),
+            "steps": steps, "seconds": round(sum(s["seconds"] for s in steps), 1),
+            "fdsl_top1": fdsl, "scratch_top1": scratch, "effect": round(float(diff.mean()), 4),
+            "effect_per_seed": [round(float(d), 4) for d in diff],
+            "logreg_top1": [results[f"finetune-scratch-{s}"]["baseline_logreg_top1"] for s in SEEDS],
+            "knn1_top1": [results[f"finetune-scratch-{s}"]["baseline_knn1_top1"] for s in SEEDS],
+            "pretrain_loss": results["pretrain"]["loss"],
+            "sweep_settings": results["sweep"].get("settings", []),
+            "report": results["sweep"]["report"]}
+
+
+def _mean_std(values: list[float]) -> str:
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return f"{100 * float(np.mean(values)):.1f} +- {100 * std:.1f}%"
 
 
 def _describe(name: str, value) -> str:
@@ -91,18 +135,19 @@ def _describe(name: str, value) -> str:
         return f"{value['steps']} steps, loss {value['loss']:.3f}, {value['images_per_s']:.0f} images/s"
     if name.startswith("finetune"):
         base = value.get("baselines", {})
-        return (f"top-1 {value['finetune_top1']:.3f} on digits ({value.get('epochs', '?')} epochs); "
+        return (f"top-1 {value['finetune_top1']:.3f} on digits ({value.get('epochs', '?')} epochs, "
+                f"{value.get('num_train', '?')} images); "
                 f"raw-pixel logreg {base.get('logreg_top1', float('nan')):.3f}, "
                 f"1-NN {base.get('knn1_top1', float('nan')):.3f}")
     if name == "sweep":
         from fdsl.platform.tune.sweep import describe_best
 
-        return f"{value['trials']} trials, {describe_best(value)}, {value['generations']} data sets generated"
+        return f"{value['trials']} trials, {describe_best(value)}"
     return ""
 
 
-def _table(rows: list[tuple[str, float, str]], total: float) -> str:
-    lines = [f"{'step':18s} {'seconds':>8s}  result", "-" * 90]
-    lines += [f"{name:18s} {secs:8.1f}  {desc}" for name, secs, desc in rows]
-    lines += ["-" * 90, f"{'total':18s} {total:8.1f}"]
+def _table(steps: list[dict], total: float) -> str:
+    lines = [f"{'step':20s} {'seconds':>8s}  result", "-" * 100]
+    lines += [f"{s['name']:20s} {s['seconds']:8.1f}  {s['result']}" for s in steps]
+    lines += ["-" * 100, f"{'total':20s} {total:8.1f}"]
     return "\n".join(lines)

@@ -48,11 +48,12 @@ def check_sweep(sweep: SweepConfig):
 
 # --- the shipped sweeps -----------------------------------------------------------------------------
 _DEBUG_TRIAL = ["pretrain.max_steps=16", "pretrain.checkpoint_every=1000", "pretrain.augment_cpus=0.5",
-                "pretrain.cpus_per_worker=0.45", "finetune.cpus_per_worker=0.45", "finetune.epochs=3",
+                "pretrain.num_workers=0", "pretrain.use_deepspeed=false", "pretrain.zero_stage=0",
+                "finetune.num_workers=0", "finetune.cpus_per_worker=0.9", "finetune.epochs=3",
                 "finetune.samples_per_class=30", "data.num_instances=8"]
-"""Shrinks a debug-finetune trial to about a minute here. On 2 CPUs the trial holds 0.1 and its two
-Train workers 0.45 each, which leaves a whole CPU for any 1-CPU Ray Data task (with 0.5-CPU workers
-such a task would wait forever)."""
+"""Shrinks a debug-finetune trial to well under a minute here: both trainers in Ray Train's local
+mode (the loop in the trial itself, which then reserves finetune.cpus_per_worker, 0.9 of the 2 CPUs),
+which leaves a whole CPU for any 1-CPU Ray Data task."""
 
 
 @sweep("debug-variety")
@@ -103,6 +104,11 @@ def finetune_grid() -> SweepConfig:
 
 @sweep("quickstart")
 def quickstart() -> SweepConfig:
-    """2 trials for `make quickstart`: debug FractalDB with 4 or 8 classes, tiny ViT, digits."""
-    return SweepConfig(base="debug-finetune", overrides=list(_DEBUG_TRIAL),
-                       space={"data.num_classes": {"grid": [4, 8]}}, search="grid", scheduler="fifo")
+    """The quickstart's fine-tuning sweep: laptop-visualatom, lr 5e-4 or 2e-3 x paired seeds 0 and 1.
+
+    `make quickstart` sets `weights` to the run it has just pre-trained (by hand:
+    `fdsl sweep quickstart --out D --set weights=RUN`); with no weights every trial pre-trains.
+    """
+    return SweepConfig(base="laptop-visualatom", space={"finetune.lr": {"grid": [5e-4, 2e-3]},
+                                                        "finetune.seed": {"grid": [0, 1]}},
+                       search="grid", scheduler="fifo")

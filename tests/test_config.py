@@ -96,3 +96,22 @@ def test_nan_and_infinity_are_refused_for_every_number(preset, key, value):
     """A comparison with NaN is always false: every range check would pass it without the base check."""
     with pytest.raises(ValueError, match=rf"^{key}: got (nan|inf|-inf), expected a finite number"):
         get_preset(preset, [f"{key}={value}"])
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["pretrain.num_workers=0"], "use_deepspeed: got true with num_workers=0"),
+    (["pretrain.num_workers=0", "pretrain.use_deepspeed=false", "pretrain.zero_stage=0",
+      "pretrain.use_gpu=true"], "num_workers: got 0 .* with use_gpu=true"),
+    (["pretrain.use_deepspeed=false"], "zero_stage: got 1, expected 0 without use_deepspeed=true"),
+    (["pretrain.use_deepspeed=false", "pretrain.zero_stage=0", "pretrain.precision=fp16",
+      "pretrain.use_gpu=true"], "fp16 needs use_gpu=true and use_deepspeed=true"),
+])
+def test_local_mode_and_engine_combinations_are_checked(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        get_preset("debug-vit", overrides)
+
+
+def test_local_mode_batch_is_the_whole_step():
+    cfg = get_preset("debug-vit", ["pretrain.num_workers=0", "pretrain.use_deepspeed=false",
+                                   "pretrain.zero_stage=0"]).pretrain
+    assert (cfg.local_mode, cfg.world_size, cfg.micro_batch_size, cfg.cpus_needed()) == (True, 1, 32, 1.0)

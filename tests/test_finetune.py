@@ -189,3 +189,18 @@ def test_scratch_finetune_on_two_ddp_workers(ray_local, tmp_path):
         {k: v for k, v in again.items() if k != "seconds"}
     assert summary["baseline_logreg_top1"] == base["logreg_top1"] and 0.5 < base["knn1_top1"] <= 1.0
 
+
+
+def test_local_mode_matches_one_ray_train_worker(ray_local, tmp_path):
+    """num_workers=0 (Ray Train's local mode: the loop in this process, no worker group to start)
+    trains exactly as one Ray Train worker does: the same curve, number for number."""
+    curves = {}
+    for workers in (0, 1):
+        out = tmp_path / f"workers-{workers}"
+        experiment = debug(f"finetune.num_workers={workers}", "finetune.threads_per_worker=1",
+                           "finetune.cpus_per_worker=0.5", "finetune.loader_probe_images=0")
+        finetune(experiment, "scratch", None, out)
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["world_size"] == 1 and "loader_images_per_s" not in metrics["throughput"]
+        curves[workers] = [(r["epoch"], r["train_loss"], r["finetune_loss"]) for r in metrics["curve"]]
+    assert len(curves[0]) == 2 and curves[0] == curves[1]

@@ -129,3 +129,26 @@ def test_a_preview_outside_the_trial_is_not_embedded(tmp_path):
 
     assert base64.b64encode(secret.read_bytes()).decode() not in html
     assert base64.b64encode(own).decode() in html
+
+
+def test_settings_are_ranked_by_their_mean_over_seeds(tmp_path):
+    """lr 1e-3 wins one seed by far but loses on average: the report ranks settings by the mean over
+    the swept seed (with its spread), and leaves out a trial that did not finish."""
+    from fdsl.platform.tune.report import rank_settings
+
+    make_sweep(tmp_path, n=0)
+    scores = {(1e-3, 0): 0.90, (1e-3, 1): 0.30, (3e-3, 0): 0.70, (3e-3, 1): 0.66, (3e-3, 2): 0.10}
+    for k, ((lr, seed), top1) in enumerate(scores.items()):
+        d = tmp_path / "trials" / f"trial_{k:03d}"
+        d.mkdir(parents=True)
+        (d / "trial.json").write_text(json.dumps({
+            "trial": d.name, "status": "stopped" if seed == 2 else "done",
+            "params": {"finetune.lr": lr, "finetune.seed": seed}, "metrics": {"finetune_top1": top1}}))
+    paths = write_report(tmp_path)
+    settings = json.loads(paths["settings"].read_text())
+    assert [s["params"] for s in settings] == [{"finetune.lr": 3e-3}, {"finetune.lr": 1e-3}]
+    assert settings[0]["n"] == 2 and settings[0]["mean"] == pytest.approx(0.68)
+    assert settings[0]["std"] == pytest.approx(np.std([0.70, 0.66], ddof=1))
+    assert "Settings ranked by mean finetune_top1 over seeds (finetune.seed)" in paths["md"].read_text()
+    assert "id='settings'" in paths["html"].read_text()
+    assert rank_settings(collect_trials(tmp_path), ["finetune.lr"], "finetune_top1", "max") == []

@@ -136,3 +136,33 @@ def test_dataset_cache_hit_is_counted_once(ray_local, tmp_path):
     shard.write_bytes(shard.read_bytes()[:-10])  # a corrupt cache entry is repaired, not trusted
     third, hit_c = ensure_dataset(a, tmp_path)
     assert third == first and hit_c is False and count_generations(tmp_path) == 2
+
+
+@pytest.mark.slow
+def test_finetuning_sweep_ranks_settings_over_seeds_in_local_mode(ray_local, tmp_path):
+    """weights=scratch: trials only fine-tune (no data set, no pre-training), in Ray Train's local mode
+    inside each Tune trial, whose loop reports every evaluation to Tune itself; the summary ranks the
+    two lr settings by their mean over the two seeds."""
+    from fdsl.platform.tune.sweep import run_sweep
+
+    sweep = SweepConfig(base="debug-finetune", weights="scratch",
+                        overrides=["finetune.num_workers=0", "finetune.epochs=2", "finetune.samples_per_class=5",
+                                   "finetune.loader_probe_images=0", "finetune.augment_cpus=0.5"],
+                        space={"finetune.lr": {"grid": [1e-3, 3e-3]}, "finetune.seed": {"grid": [0, 1]}})
+    summary = run_sweep(sweep, "seeds", tmp_path / "s", check_sweep(sweep))
+    assert (summary["trials"], summary["errors"], summary["generations"]) == (4, 0, 0)
+    assert summary["best_metric"] is not None  # Tune saw the metric: the local loop reported it
+    reports = [len(p.read_text().splitlines()) for p in (tmp_path / "s" / "tune").glob("*/result.json")]
+    assert reports == [2, 2, 2, 2]  # one per evaluation (2 epochs)
+    trials = collect_trials(tmp_path / "s")
+    assert all(t["status"] == "done" and t["weights"] == "scratch" and "dataset" not in t for t in trials)
+    settings = summary["settings"]
+    assert sorted(s["params"]["finetune.lr"] for s in settings) == [1e-3, 3e-3]
+    assert all(s["n"] == 2 for s in settings) and settings[0]["mean"] >= settings[1]["mean"]
+    assert describe_best(summary).startswith("best setting {'finetune.lr'")
+
+
+def test_a_finetuning_sweep_takes_finetune_fields_only():
+    sweep = SweepConfig(base="debug-finetune", weights="scratch", space={"data.num_classes": {"grid": [4]}})
+    with pytest.raises(ValueError, match=r"space\.data\.num_classes: a sweep with weights='scratch' only"):
+        check_sweep(sweep)

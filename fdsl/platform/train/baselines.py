@@ -43,3 +43,36 @@ def pixel_baselines(train_images: np.ndarray, train_labels: np.ndarray, val_imag
     result["knn1_top1"] = round(float(knn.score(xv, yv)), 4)
     result["seconds"] = round(time.perf_counter() - start, 3)
     return result
+
+
+def backbone_features(model, images: np.ndarray, img_size: int, mean, std,
+                      batch_size: int = 256) -> np.ndarray:
+    """L2-normalised pooled features of a headless timm backbone for uint8 (N,H,W[,3]) images
+    (resized bicubic to `img_size`, normalised by `mean`/`std` in [0, 1] units)."""
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.from_numpy(np.ascontiguousarray(images))
+    x = x[:, None].expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)
+    shift = torch.tensor([255.0 * v for v in mean]).view(1, 3, 1, 1)
+    scale = torch.tensor([255.0 * v for v in std]).view(1, 3, 1, 1)
+    out = []
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(x), batch_size):
+            batch = F.interpolate(x[start:start + batch_size].float(), size=(img_size, img_size),
+                                  mode="bicubic", align_corners=False).clamp_(0, 255)
+            out.append(F.normalize(model((batch - shift) / scale).float(), dim=1).numpy())
+    return np.concatenate(out)
+
+
+def feature_knn(model, train_images, train_labels, val_images, val_labels, *, img_size: int, mean, std,
+                k: int = 20) -> float:
+    """Top-1 on the val split of a cosine k-NN classifier on the backbone's features of the (labelled)
+    training images: DINO's own measure of what self-supervised features hold."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    train = backbone_features(model, train_images, img_size, mean, std)
+    val = backbone_features(model, val_images, img_size, mean, std)
+    knn = KNeighborsClassifier(n_neighbors=min(k, len(train)), metric="cosine", weights="distance")
+    return round(float(knn.fit(train, np.asarray(train_labels)).score(val, np.asarray(val_labels))), 4)

@@ -14,10 +14,11 @@ Data path: the target arrays in Ray's object store -> `seeded_stream` over all e
 (seeded permutation per epoch, `augment_images`: RandomResizedCrop/flip/RandAugment) -> each
 worker's `iter_torch_batches`. The val split goes through `resize_batch` once.
 On the worker: `DeviceBatch` (normalise, optional random erasing and Mixup/CutMix, the loss; the
-same as pre-training's), then torch DDP (or DeepSpeed)
-forward/backward/step with timm's optimizer and cosine-with-warm-up schedule; evaluation of the
-whole val split every `eval_every` epochs, reported from every rank with `ray.train.report`, so a
-Ray Tune trial wrapping `finetune(..., callbacks=[TuneReportCallback()])` sees each epoch.
+same as pre-training's), then the engine's (`make_engine`: plain torch, DDP with several
+workers, or DeepSpeed) forward/backward/step with timm's optimizer and cosine-with-warm-up
+schedule; evaluation of the whole val split every `eval_every` epochs, reported from every rank
+with `ray.train.report`, so a Ray Tune trial wrapping `finetune(..., callbacks=[TuneReportCallback()])`
+sees each epoch (in local mode, num_workers=0, the loop itself reports to Tune: `run.report`).
 
 Run folder (`--out DIR`):
     experiment.json     the full experiment config
@@ -45,7 +46,8 @@ import numpy as np
 from fdsl.atomic import atomic_path, atomic_write_text
 from fdsl.platform.train.augment import DeviceBatch, augment_images
 from fdsl.platform.train.baselines import pixel_baselines
-from fdsl.platform.train.config import FinetuneConfig, deepspeed_config
+from fdsl.platform.train.config import FinetuneConfig
+from fdsl.platform.train.engine import make_engine
 from fdsl.platform.train.run import (
     SUMMARY_FILE,
     MetricsLog,
@@ -54,6 +56,7 @@ from fdsl.platform.train.run import (
     fit,
     quiet_data,
     refuse_used_folder,
+    report,
     seed_all,
     start_worker,
     write_experiment,
@@ -124,7 +127,6 @@ def train_func(config: dict[str, Any]) -> None:
              into metrics.json}.
     """
     import ray.train
-    import ray.train.torch
     import timm.optim
     import torch
     from timm.scheduler import CosineLRScheduler
@@ -143,16 +145,8 @@ def train_func(config: dict[str, Any]) -> None:
     opt_args = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
     optimizer = timm.optim.create_optimizer_v2(model, opt_name, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                **opt_args)
-    if cfg.use_deepspeed:
-        import deepspeed
-
-        deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
-        engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                       config=deepspeed_config(cfg))
-        net, plain = engine, engine.module
-    else:
-        net = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
-        plain = model
+    net, optimizer = make_engine(cfg, model, optimizer, world, device)
+    plain = net.module
     plan = cfg.schedule(num_train)
     total = plan["total_steps"]
     scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=cfg.min_lr,
@@ -168,8 +162,6 @@ def train_func(config: dict[str, Any]) -> None:
     batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=cfg.micro_batch_size, drop_last=True, prefetch_batches=cfg.prefetch_batches,
         device=device, dtypes={"image": torch.uint8, "label": torch.int64}))
-    autocast = (torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-                if cfg.precision == "bf16" and not cfg.use_deepspeed else None)
     metrics_log = MetricsLog(run_dir, rank)  # a restarted worker group starts the curve again
     curve, last_eval = [], None
     wait_s = compute_s = startup_s = 0.0  # waits for batches after the first; the first: pipeline start
@@ -190,22 +182,9 @@ def train_func(config: dict[str, Any]) -> None:
             raise RuntimeError(f"the training stream ended at step {step} of {total}") from None
         t1 = time.perf_counter()
         x, target = batch_ops.inputs(batch["image"], batch["label"])
-        if cfg.use_deepspeed:
-            loss = batch_ops.loss(net(x), target)
-            net.backward(loss)
-            net.step()
-        else:
-            if autocast is not None:
-                with autocast:
-                    logits = net(x)
-            else:
-                logits = net(x)
-            loss = batch_ops.loss(logits, target)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(plain.parameters(), cfg.clip_grad)
-            optimizer.step()
+        loss = batch_ops.loss(net(x), target)
+        net.backward(loss)
+        net.step()
         scheduler.step_update(step)
         loss_sum += loss.detach()
         loss_count += 1
@@ -236,7 +215,7 @@ def train_func(config: dict[str, Any]) -> None:
         curve.append(row)
         last_eval = result
         metrics_log.metrics(row)
-        ray.train.report(row)
+        report(row, config)
     patch = spec["patch_size"]
     if patch is None and getattr(plain, "patch_embed", None) is not None:
         patch = int(plain.patch_embed.patch_size[0])

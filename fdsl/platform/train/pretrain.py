@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 
 from fdsl.platform.train.augment import DeviceBatch, augment_batch, augment_images
-from fdsl.platform.train.config import PretrainConfig, deepspeed_config
+from fdsl.platform.train.config import PretrainConfig
+from fdsl.platform.train.engine import make_engine
 from fdsl.platform.train.run import (
     EVENTS_FILE,
     EXPERIMENT_FILE,
@@ -47,6 +48,7 @@ from fdsl.platform.train.run import (
     quiet_data,
     read_metrics,
     refuse_used_folder,
+    report,
     seed_all,
     start_worker,
     write_experiment,
@@ -54,9 +56,9 @@ from fdsl.platform.train.run import (
 from fdsl.platform.train.weights import WEIGHTS_FILE, check_buildable, export_weights, load_pretrained
 
 CKPT_TAG = "state"
-"""DeepSpeed's tag (sub-folder) of the state inside each Ray checkpoint folder."""
-RESUME_FIXED = ("model", "img_size", "patch_size", "num_workers", "zero_stage", "precision",
-                "global_batch_size", "grad_accum_steps", "optimizer")
+"""The engine's tag (sub-folder) of the state inside each Ray checkpoint folder."""
+RESUME_FIXED = ("model", "img_size", "patch_size", "num_workers", "use_deepspeed", "zero_stage",
+                "precision", "global_batch_size", "grad_accum_steps", "optimizer")
 """Pre-training fields a resumed run must keep (the checkpoint's shapes and partitions depend on them)."""
 __all__ = ["CKPT_TAG", "EVENTS_FILE", "load_pretrained", "open_source", "pretrain",
            "read_metrics", "training_dataset"]
@@ -206,7 +208,6 @@ def train_func(config: dict[str, Any]) -> None:
     config: {"pretrain": PretrainConfig as a dict, "num_classes": int, "num_images": int,
              "run_dir": str or None (no metrics files and no export when None)}.
     """
-    import deepspeed
     import ray.train
     import timm.optim
     import torch
@@ -219,12 +220,15 @@ def train_func(config: dict[str, Any]) -> None:
     cfg.validate()
     num_classes, num_images, run_dir = config["num_classes"], config["num_images"], config.get("run_dir")
     rank, world, device = start_worker(cfg)  # the same initial model on every rank
-    deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
+    if cfg.use_deepspeed:  # before the model: ZeRO-3 partitions it as it is built
+        import deepspeed
+
+        deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
     model = create_model(cfg, num_classes)
     mean, std = input_normalization(cfg, model)
     optimizer = timm.optim.create_optimizer_v2(model, cfg.optimizer, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
-                                                   config=deepspeed_config(cfg))
+    engine, optimizer = make_engine(cfg, model, optimizer, world, device)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     plan = cfg.schedule(num_images)
     total = plan["total_steps"]
     scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=cfg.min_lr,
@@ -249,7 +253,9 @@ def train_func(config: dict[str, Any]) -> None:
     log.event("resume" if checkpoint is not None else "start", step=step, total_steps=total,
               world_size=world, schedule=plan)
 
-    batch_ops = DeviceBatch(cfg, num_classes, device, mean, std)
+    # DeepSpeed's bf16 model takes bf16 inputs; a plain model stays fp32 (bf16 through autocast)
+    batch_ops = DeviceBatch(cfg, num_classes, device, mean, std,
+                            dtype=None if cfg.use_deepspeed else torch.float32)
     batches = _micro_batches(ray.train.get_dataset_shard("train"), cfg, device)
 
     engine.train()
@@ -270,7 +276,8 @@ def train_func(config: dict[str, Any]) -> None:
             loss_sum += loss.detach()
         step += 1
         scheduler.step_update(step)
-        torch.distributed.all_reduce(loss_sum)
+        if distributed:
+            torch.distributed.all_reduce(loss_sum)
         now = time.perf_counter()
         seconds, last = now - last, now
         metrics = {"step": step, "epoch": round(step * cfg.global_batch_size / images_seen_per_epoch, 4),
@@ -279,12 +286,12 @@ def train_func(config: dict[str, Any]) -> None:
                    "data_wait_s": round(waited, 5),
                    "images_per_s": round(cfg.global_batch_size / seconds, 2)}
         log.metrics(metrics)
-        if step % cfg.checkpoint_every == 0 or step == total:
+        if (step % cfg.checkpoint_every == 0 or step == total) and not cfg.local_mode:
             _save_checkpoint(engine, scheduler, plan, step, rank, world, metrics)
             log.event("checkpoint", step=step)
             last = time.perf_counter()  # checkpoint time is not a step's time
-        elif step % cfg.report_every == 0:
-            ray.train.report(metrics)
+        elif step % cfg.report_every == 0 or step == total:
+            report(metrics, config)
     if run_dir:  # fp32 master weights, gathered from ZeRO partitions
         export_weights(engine.module, run_dir, {
             "architecture": cfg.model, "img_size": cfg.img_size, "patch_size": cfg.patch_size,
@@ -318,6 +325,9 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
     experiment.validate()
     cfg = experiment.pretrain
     if resume:
+        if cfg.local_mode:
+            raise ValueError("--resume: a local-mode run (pretrain.num_workers=0) keeps no checkpoints; "
+                             "start a new run, or use num_workers >= 1 for a run that can resume")
         out = Path(out).absolute()
         _check_resume(out, experiment)
     else:
@@ -333,10 +343,10 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
     else:
         manifest = validate_dataset_dir(data, experiment)
         num_images, num_classes = int(manifest["num_rows"]), int(manifest["num_classes"])
-    rows_per_worker = num_images * cfg.pass_copies(num_images) * cfg.repeated_aug // cfg.num_workers
+    rows_per_worker = num_images * cfg.pass_copies(num_images) * cfg.repeated_aug // cfg.world_size
     if rows_per_worker < cfg.micro_batch_size:
         raise ValueError(f"pretrain.global_batch_size: got {cfg.global_batch_size}, but each of the "
-                         f"{cfg.num_workers} workers gets only {rows_per_worker} images per pass "
+                         f"{cfg.world_size} workers gets only {rows_per_worker} images per pass "
                          f"(micro batch {cfg.micro_batch_size}); lower the batch or the workers")
     check_model(cfg, num_classes)
     return {"pretrain": cfg.to_dict(), "num_classes": num_classes, "num_images": num_images,

@@ -5,8 +5,10 @@ Driver (in order, each trainer calls them):
     connect_checked(cfg, section)     join or start Ray; a local Ray must be able to hold the run
     write_experiment(out, exp)        experiment.json: the full config of the run (what resume reads)
     fit(train_func, loop, cfg, out)   TorchTrainer with FailureConfig and checkpoints, then fit()
+                                      (num_workers=0: Ray Train's local mode, the loop in this process)
 Worker (inside `train_func`):
     start_worker(cfg)                 rank, world size, device, threads, the same seed on every rank
+    report(metrics, config)           ray.train.report (and Tune's, for a local-mode loop in a trial)
     MetricsLog(out, rank, from_step)  metrics.jsonl (one row per step or evaluation) + events.jsonl
 
 Run folder files, the same names in every trainer:
@@ -17,6 +19,7 @@ Run folder files, the same names in every trainer:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import time
@@ -87,12 +90,17 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
 
 
 def quiet_data() -> None:
-    """Ray Data without progress bars and execution plans (one bar per pass per worker otherwise)."""
+    """Ray Data without progress bars, execution plans and per-dataset start/finish lines on the
+    console (one bar per pass per worker otherwise); its full log stays in Ray's session folder
+    (`logs/ray-data/`)."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
+    for handler in logging.getLogger("ray.data").handlers:  # the console's; the session file keeps all
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
 
 
 def write_experiment(out: Path, experiment) -> None:
@@ -114,6 +122,13 @@ def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets:
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
+    if cfg.local_mode:  # Ray Train runs no controller, so no RunConfig callback: the loop reports to Tune
+        loop_config = {**loop_config, "report_to_tune": _local_tune_callbacks(callbacks)}
+        callbacks = ()
+        # local mode logs "Running in local mode" and every report at INFO: metrics.jsonl has them
+        logging.getLogger("ray.train.v2").setLevel(logging.WARNING)
+        for ds in datasets.values():  # the loop iterates them itself: DataConfig's options do not apply
+            ds.context.execution_options.preserve_order = preserve_order
     ingest = DataConfig.default_ingest_options()
     ingest.preserve_order = preserve_order
     trainer = TorchTrainer(
@@ -129,6 +144,30 @@ def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets:
     except BaseException:
         set_aside_failed_run(out)
         raise
+
+
+def _local_tune_callbacks(callbacks: Sequence[Any]) -> bool:
+    """Whether a local-mode run forwards its reports to Tune: callbacks may only be Tune's
+    TuneReportCallback there (TypeError otherwise: the run would silently skip them)."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    others = [type(c).__name__ for c in callbacks if not isinstance(c, TuneReportCallback)]
+    if others:
+        raise TypeError(f"callbacks {others}: a local-mode run (num_workers=0) runs no Ray Train controller "
+                        "to call them; only TuneReportCallback is supported there")
+    return bool(callbacks)
+
+
+def report(metrics: dict, config: dict, **kwargs) -> None:
+    """`ray.train.report` from the training loop; a local-mode run inside a Tune trial (`fit` set
+    config["report_to_tune"]) reports to Tune directly, as TuneReportCallback does for workers."""
+    import ray.train
+
+    ray.train.report(metrics, **kwargs)
+    if config.get("report_to_tune"):
+        import ray.tune
+
+        ray.tune.report(metrics)
 
 
 def set_aside_failed_run(out: Path) -> Path | None:
@@ -167,7 +206,7 @@ def start_worker(cfg: WorkersSection) -> tuple[int, int, Any]:
 
     if cfg.threads_per_worker:
         torch.set_num_threads(cfg.threads_per_worker)
-    device = ray.train.torch.get_device()
+    device = torch.device("cpu") if cfg.local_mode else ray.train.torch.get_device()
     if cfg.use_gpu:
         torch.cuda.set_device(device)
     ctx = ray.train.get_context()

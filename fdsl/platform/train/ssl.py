@@ -21,6 +21,7 @@ momentum, teacher_temp, images/s), train/ (Ray Train), and the teacher backbone 
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fdsl.atomic import atomic_write_text
 from fdsl.platform.train.augment import batch_resized_crop
 from fdsl.platform.train.config import SSLConfig
 from fdsl.platform.train.run import (
@@ -43,6 +45,7 @@ from fdsl.platform.train.run import (
     quiet_data,
     read_metrics,
     refuse_used_folder,
+    report,
     start_worker,
     write_experiment,
 )
@@ -316,14 +319,36 @@ def train_func(config: dict[str, Any]) -> None:
         log.metrics(row)
         done = epoch_due(step + 1, total, cfg.global_batch_size, num_train)
         if done is not None:
-            ray.train.report({"epoch": done, "step": step + 1, "ssl_loss": float(np.mean(epoch_losses)),
-                              "lr": lr})
+            report({"epoch": done, "step": step + 1, "ssl_loss": float(np.mean(epoch_losses)), "lr": lr},
+                   config)
             epoch_losses = []
     if run_dir:  # the teacher backbone, headless, in the format of `fdsl pretrain`
         export_weights(teacher.backbone, run_dir, {
             "architecture": spec["architecture"], "img_size": spec["img_size"],
             "patch_size": spec["patch_size"], "num_classes": 0, "mean": mean, "std": std, "step": total,
             "ssl": cfg.to_dict(), "source": "dino teacher backbone"}, rank)
+
+
+# --- the driver ---------------------------------------------------------------------------------------
+def _knn_probe(out: Path, data, cfg: SSLConfig, spec: dict) -> dict:
+    """Cosine 20-NN top-1 on the val split of the teacher's features (labels of the training images),
+    beside the same architecture at random initialisation (seeded): whether DINO learned anything.
+    Also written to the run folder as knn.json."""
+    import torch
+
+    from fdsl.platform.train.baselines import feature_knn
+    from fdsl.platform.train.weights import load_pretrained
+
+    images = (data.train_images, data.train_labels, data.val_images, data.val_labels)
+    kwargs = dict(img_size=spec["img_size"], mean=spec["mean"], std=spec["std"])
+    teacher = feature_knn(load_pretrained(out, num_classes=0), *images, **kwargs)
+    torch.manual_seed(cfg.seed)
+    random_init = feature_knn(_headless(spec["architecture"], img_size=spec["img_size"],
+                                        patch_size=spec["patch_size"]), *images, **kwargs)
+    result = {"knn_top1": teacher, "knn_top1_random_init": random_init, "knn_k": 20,
+              "ln_out_dim": round(float(np.log(cfg.out_dim)), 4)}
+    atomic_write_text(out / "knn.json", json.dumps(result, indent=2) + "\n")
+    return result
 
 
 # --- the driver ------------------------------------------------------------------------------------------
@@ -388,6 +413,9 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     result = {"run_dir": str(out), "model": str(out / WEIGHTS_FILE), "steps": len(rows), "first_loss": first,
               "final_loss": final, "seconds": round(time.perf_counter() - start, 1),
               "images_per_s": round(float(np.median([r["images_per_s"] for r in rows[len(rows) // 5:]])), 1)}
-    print(f"ssl: loss {first:.3f} -> {final:.3f} in {result['steps']} steps -> {out / WEIGHTS_FILE}",
-          flush=True)
+    result.update(_knn_probe(out, data, cfg, spec))
+    print(f"ssl: loss {first:.3f} -> {final:.3f} in {result['steps']} steps (ln out_dim = "
+          f"{np.log(cfg.out_dim):.2f}); teacher k-NN top-1 {result['knn_top1']:.3f} on the val split, "
+          f"the same backbone at random initialisation {result['knn_top1_random_init']:.3f} -> "
+          f"{out / WEIGHTS_FILE}", flush=True)
     return result

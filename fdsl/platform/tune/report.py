@@ -7,7 +7,9 @@ Input is what every trial of `fdsl sweep` leaves in `DIR/trials/<trial>/trial.js
      "metrics": {"finetune_top1": ..., "pretrain_loss": ...},
      "curves": {"pretrain_loss": [[step, value], ...], "finetune_top1": [[epoch, value], ...]},
      "dataset": {"fingerprint": ..., "dir": ..., "cache_hit": bool}, "preview": "preview.png"}
-and `DIR/sweep.json` (the sweep config). Nothing is recomputed: a report of a finished sweep takes
+and `DIR/sweep.json` (the sweep config). With a swept seed (`finetune.seed`, ...) the report ranks
+settings by their mean and std over the seeds first (also written as settings.json), then lists
+every trial. Nothing is recomputed: a report of a finished sweep takes
 about a second.
 """
 
@@ -16,6 +18,7 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import json
 import os
 from pathlib import Path
 
@@ -25,6 +28,8 @@ from fdsl.schema import load_json
 TRIALS = "trials"
 TRIAL_FILE = "trial.json"
 SWEEP_FILE = "sweep.json"
+SETTINGS_FILE = "settings.json"
+"""The settings ranked by their mean over seeds (`rank_settings`), when the sweep has a seed."""
 TRIAL_FIELDS = {"trial": str, "params": dict, "metrics": dict}
 """What the report reads of every trial record (optional: status, curves, dataset, preview)."""
 FIX = "the sweep folder is damaged or not ours: re-run the sweep into a new --out"
@@ -72,6 +77,45 @@ def _ranked(trials: list[dict], metric: str, mode: str) -> list[dict]:
     rest = [t for t in trials if t not in scored]
     scored.sort(key=lambda t: t["metrics"][metric], reverse=(mode == "max"))
     return scored + rest
+
+
+def is_seed(param: str) -> bool:
+    """Whether a swept parameter is a seed (`finetune.seed`, `data.seed`, ...): it repeats a setting."""
+    return param.rsplit(".", 1)[-1] == "seed"
+
+
+def rank_settings(trials: list[dict], params: list[str], metric: str, mode: str) -> list[dict]:
+    """Finished trials grouped by every swept parameter but the seeds, best mean first:
+    [{"params", "n", "mean", "std", "values", "trials"}] (std with ddof=1; 0 for one seed).
+    Empty when no seed is swept: each setting then ran once."""
+    import numpy as np
+
+    seeds = [p for p in params if is_seed(p)]
+    if not seeds:
+        return []
+    groups: dict[tuple, list[tuple[str, float]]] = {}
+    for t in trials:
+        value = t.get("metrics", {}).get(metric)
+        if t.get("status") != "done" or not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # a trial stopped early or failed has no final value to average
+        key = tuple((p, t["params"].get(p)) for p in params if not is_seed(p))
+        groups.setdefault(key, []).append((t["trial"], float(value)))
+    settings = []
+    for key, members in groups.items():
+        values = np.array([v for _, v in members])
+        settings.append({"params": dict(key), "n": len(values), "mean": float(values.mean()),
+                         "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+                         "values": [float(v) for v in values], "trials": [name for name, _ in members]})
+    settings.sort(key=lambda g: g["mean"], reverse=(mode == "max"))
+    return settings
+
+
+def _settings_rows(settings: list[dict]) -> tuple[list[str], list[list[str]]]:
+    keys = list(settings[0]["params"]) if settings else []
+    header = ["rank", *keys, "mean", "std", "seeds", "per seed"]
+    rows = [[str(i + 1), *[_fmt(g["params"][k]) for k in keys], f"{g['mean']:.4f}", f"{g['std']:.4f}",
+             str(g["n"]), " ".join(f"{v:.3f}" for v in g["values"])] for i, g in enumerate(settings)]
+    return header, rows
 
 
 def csv_cell(value):
@@ -172,8 +216,13 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     metrics = sorted({m for t in trials for m in t.get("metrics", {})}, key=lambda m: (m != metric, m))
     ranked = _ranked(trials, metric, mode)
     best = ranked[0] if ranked and metric in ranked[0].get("metrics", {}) else None
+    settings = rank_settings(trials, params, metric, mode)
+    atomic_write_text(root / SETTINGS_FILE, json.dumps(settings, indent=1) + "\n")
+    set_header, set_rows = _settings_rows(settings)
+    seeds = ", ".join(p for p in params if is_seed(p))
 
-    paths = {"csv": root / "trials.csv", "md": root / "report.md", "html": root / "report.html"}
+    paths = {"csv": root / "trials.csv", "md": root / "report.md", "html": root / "report.html",
+             "settings": root / SETTINGS_FILE}
     write_csv(paths["csv"], ranked, params, metrics)
     plots = _plots(root / "plots", trials, params, metric)
     thumbs = {t["trial"]: Path(t["_dir"]) / t["preview"] for t in trials if _own_file(t)}
@@ -189,6 +238,11 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
              *[_fmt(t.get("metrics", {}).get(m, "")) for m in metrics]] for t in ranked]
 
     md = [f"# {title}", "", summary, ""]
+    if settings:
+        md += [f"## Settings ranked by mean {metric} over seeds ({seeds})", "",
+               "Each setting ran once per seed; rank by the mean, read the spread beside it.", "",
+               "| " + " | ".join(set_header) + " |", "|" + "---|" * len(set_header)]
+        md += ["| " + " | ".join(r) + " |" for r in set_rows] + [""]
     if best:
         md += ["## Best trial", "", f"`{best['trial']}`: {metric} = {_fmt(best['metrics'][metric])}", ""]
         md += [f"- `{k}` = `{v}`" for k, v in sorted(best["params"].items())] + [""]
@@ -211,6 +265,12 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
              "tr.best{background:#e6ffe6}img.plot{max-width:100%}figure{display:inline-block;margin:6px}"
              "figcaption{font-size:12px;text-align:center}</style></head><body>",
              f"<h1>{esc(title)}</h1><p>{esc(summary.replace('`', ''))}</p>"]
+    if settings:
+        parts.append(f"<h2>Settings ranked by mean {esc(metric)} over seeds ({esc(seeds)})</h2>"
+                     "<table id='settings'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in set_header)
+                     + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in set_rows]
+        parts.append("</table>")
     if best:
         items = "".join(f"<li><code>{esc(k)}</code> = <code>{esc(str(v))}</code></li>"
                         for k, v in sorted(best["params"].items()))

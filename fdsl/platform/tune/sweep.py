@@ -3,8 +3,9 @@
     fdsl sweep debug-variety --out runs/sweeps/debug          # run (or finish, with --resume)
     fdsl report runs/sweeps/debug                              # re-write the report, no recompute
 
-A trial = (generate or reuse its data set) -> pre-train -> fine-tune, reporting the fine-tune top-1
-after every epoch (Ray Train V2's TuneReportCallback), so ASHA can stop weak trials early.
+A trial = (generate or reuse its data set) -> pre-train -> fine-tune (with the sweep's `weights`:
+fine-tune those only), reporting the fine-tune top-1 after every epoch (Ray Train V2's
+TuneReportCallback), so ASHA can stop weak trials early.
 
 Sweep folder:
     sweep.json               the sweep config (a resumed sweep must match it)
@@ -126,18 +127,22 @@ def run_trial(config: dict[str, Any]) -> None:
     base = Experiment.from_dict(json.loads((sweep_dir / BASE_FILE).read_text()))
     experiment = apply_overrides(base, trial_overrides(params))
     record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {}}
-    _preview(experiment, trial_dir / "preview.png")
-    record["preview"] = "preview.png"
-    data_dir, hit = ensure_dataset(experiment, sweep_dir)
-    record["dataset"] = {"fingerprint": data_dir.name, "dir": str(data_dir), "cache_hit": hit}
+    weights = config.get("weights") or ""
+    if weights:  # a fine-tuning sweep: the same weights in every trial
+        record["weights"] = weights
+    else:
+        _preview(experiment, trial_dir / "preview.png")
+        record["preview"] = "preview.png"
+        data_dir, hit = ensure_dataset(experiment, sweep_dir)
+        record["dataset"] = {"fingerprint": data_dir.name, "dir": str(data_dir), "cache_hit": hit}
+        _write_record(trial_dir, record)
+        pre = pretrain(experiment, str(data_dir), trial_dir / "pretrain")
+        record["metrics"]["pretrain_loss"] = pre["loss"]
+        record["curves"] = _curves(trial_dir / "pretrain", None)
+        weights = pre["model"]
     _write_record(trial_dir, record)
 
-    pre = pretrain(experiment, str(data_dir), trial_dir / "pretrain")
-    record["metrics"]["pretrain_loss"] = pre["loss"]
-    record["curves"] = _curves(trial_dir / "pretrain", None)
-    _write_record(trial_dir, record)
-
-    fine = finetune(experiment, pre["model"], experiment.finetune.dataset, trial_dir / "finetune",
+    fine = finetune(experiment, weights, experiment.finetune.dataset, trial_dir / "finetune",
                     callbacks=[TuneReportCallback()])
     record["metrics"].update({k: v for k, v in fine.items() if isinstance(v, (int, float))})
     record["curves"] = _curves(trial_dir / "pretrain", read_finetune_metrics(trial_dir / "finetune"))
@@ -183,7 +188,7 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
         search, limit = None, sweep.max_concurrent_trials
     return tune.Tuner(
         trainable,
-        param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir)},
+        param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir), "weights": sweep.weights},
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
                                     search_alg=search, scheduler=scheduler, max_concurrent_trials=limit),
         run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(sweep_dir)))
@@ -237,10 +242,18 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
 
     sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
     sweep.check_space(base)
+    if sweep.weights:  # trials run in their own folders: a run folder is named absolutely, checked now
+        from fdsl.platform.train.weights import resolve_weights
+
+        if sweep.weights != "scratch" and not sweep.weights.startswith("timm:"):
+            sweep.weights = str(Path(sweep.weights).resolve())
+        resolve_weights(sweep.weights, base.finetune, base.pretrain)
     sweep_dir = check_writable(out).resolve()
     _prepare(sweep, name, sweep_dir, resume, base)
     connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
-    trainable = tune.with_resources(run_trial, {"cpu": 0.1})  # a trial only waits on its trainers
+    # a trial waits on its trainers' workers; a local-mode trainer (num_workers=0) trains in the trial
+    local = base.finetune.local_mode or (not sweep.weights and base.pretrain.local_mode)
+    trainable = tune.with_resources(run_trial, {"cpu": base.finetune.cpus_per_worker if local else 0.1})
     tune_path = sweep_dir / TUNE_NAME
     start = time.perf_counter()
     if resume and tune.Tuner.can_restore(str(tune_path)):
@@ -257,11 +270,15 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
             "seconds": round(time.perf_counter() - start, 1), "generations": count_generations(sweep_dir),
             "metric": sweep.metric, "best_params": best.config["params"] if best else None,
             "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
-            "report": str(paths["html"])}
+            "settings": json.loads(paths["settings"].read_text()), "report": str(paths["html"])}
 
 
 def describe_best(summary: dict) -> str:
     """One phrase for people: `best finetune_top1 0.170 with {...}`, or that no trial finished."""
+    if summary.get("settings"):  # a seed was swept: the best mean, with its spread
+        top = summary["settings"][0]
+        return (f"best setting {top['params']}: {summary['metric']} {top['mean']:.3f} +- {top['std']:.3f} "
+                f"over {top['n']} seeds")
     if summary["best_metric"] is None:
         return "no trial finished"
     return f"best {summary['metric']} {summary['best_metric']:.3f} with {summary['best_params']}"

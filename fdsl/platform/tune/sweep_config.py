@@ -30,7 +30,9 @@ SPEC_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 
 @dataclasses.dataclass
 class SweepConfig(Config):
-    """A Ray Tune sweep: trials = (generate or reuse data set) -> pre-train -> fine-tune."""
+    """A Ray Tune sweep: trials = (generate or reuse data set) -> pre-train -> fine-tune, or with
+    `weights` fine-tune only. A `*.seed` parameter repeats each setting with paired seeds: the report
+    then ranks settings by their mean and std over the seeds."""
 
     base: str = "debug-vit"
     """Preset every trial starts from; the space overrides its fields."""
@@ -54,6 +56,10 @@ class SweepConfig(Config):
     """ASHA: fine-tuning epochs every trial runs before it can be stopped."""
     seed: int = 0
     """Seed of the search algorithm (Optuna/random)."""
+    weights: str = ""
+    """'' : every trial generates (or reuses) its data set and pre-trains. Else every trial only
+    fine-tunes these weights (a `fdsl pretrain` / `fdsl ssl` run folder, `scratch` or `timm:<name>`),
+    and the space holds finetune.* fields only: a fine-tuning sweep."""
 
     def validate(self) -> None:
         super().validate()
@@ -82,6 +88,9 @@ class SweepConfig(Config):
 
 
 def _check_param(param: str, spec: Any, known: dict, sweep: SweepConfig) -> None:
+    if sweep.weights and not param.startswith("finetune."):
+        raise ValueError(f"space.{param}: a sweep with weights={sweep.weights!r} only fine-tunes, expected "
+                         "finetune.* parameters (or weights='' to generate and pre-train in every trial)")
     if param not in known:
         fields = sorted(p for p in known if p.split(".")[0] in ("data", "pretrain", "finetune"))
         raise ValueError(f"space.{param}: unknown parameter, expected a field of preset "

@@ -146,8 +146,9 @@ def test_finetuning_sweep_ranks_settings_over_seeds_in_local_mode(ray_local, tmp
     from fdsl.platform.tune.sweep import run_sweep
 
     sweep = SweepConfig(base="debug-finetune", weights="scratch",
-                        overrides=["finetune.num_workers=0", "finetune.epochs=2", "finetune.samples_per_class=5",
-                                   "finetune.loader_probe_images=0", "finetune.augment_cpus=0.5"],
+                        overrides=["finetune.num_workers=0", "finetune.epochs=2",
+                                   "finetune.samples_per_class=5", "finetune.loader_probe_images=0",
+                                   "finetune.augment_cpus=0.5"],
                         space={"finetune.lr": {"grid": [1e-3, 3e-3]}, "finetune.seed": {"grid": [0, 1]}})
     summary = run_sweep(sweep, "seeds", tmp_path / "s", check_sweep(sweep))
     assert (summary["trials"], summary["errors"], summary["generations"]) == (4, 0, 0)

@@ -8,7 +8,9 @@ address would join, even when that cluster is dead).
 
 from __future__ import annotations
 
+import logging
 import os
+import warnings
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -54,3 +56,28 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except OSError as err:
         raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({err.strerror or err})") \
             from None
+
+
+def quiet_data() -> None:
+    """Ray Data without progress bars, execution plans and per-dataset start/finish lines on the
+    console (one bar per pass per worker otherwise); its full log stays in Ray's session folder
+    (`logs/ray-data/`)."""
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    for handler in logging.getLogger("ray.data").handlers:  # the console's; the session file keeps all
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.WARNING)
+            if not any(isinstance(f, _DropNotices) for f in handler.filters):
+                handler.addFilter(_DropNotices())
+    # Ray Data's own use of its deprecated option, once per process: nothing a user can change
+    warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources.*")
+
+
+class _DropNotices(logging.Filter):
+    """Ray Data's console notice that the bars are off: fdsl turned them off itself."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")

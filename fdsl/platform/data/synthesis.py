@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from fdsl.atomic import OutputError, check_writable
-from fdsl.platform.connect import connect
+from fdsl.platform.connect import connect, quiet_data
 from fdsl.platform.data.manifest import (
     MANIFEST,
     PROGRESS,
@@ -73,6 +73,9 @@ class SynthesisResult:
                 f"{self.render_seconds:.1f} s ({self.seconds:.1f} s in all), {rate:.1f} images/s, "
                 f"{m['bytes_per_image']:.0f} bytes/image -> {self.directory}")
 
+PROGRESS_EVERY_S = 10.0
+"""A progress line of `generate` at most this often (the last shard prints the summary instead)."""
+
 
 def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
              num_cpus: int | None = None, log=print) -> SynthesisResult:
@@ -99,6 +102,7 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
             return _finish(SynthesisResult(str(out), manifest, [], time.perf_counter() - start), log)
         if todo:
             connect(address, num_cpus)  # before writing anything: a bad --address leaves no trace
+            quiet_data()  # progress below, one line at a time, instead of Ray Data's blocks
         for name, problem in sorted(bad.items()):
             log(f"generate: {name} is bad ({problem}); rendering it again")
         header = {"fingerprint": fingerprint(ident), "identity": ident, "num_shards": plan.num_shards,
@@ -109,9 +113,17 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
         for tmp in out.glob(TMP_GLOB):  # left by killed workers of an earlier run
             tmp.unlink(missing_ok=True)
         render_start, task_seconds = time.perf_counter(), 0.0
+        shown, images_done = render_start, 0
         try:
             if todo:
-                for entry in _render_shards(experiment, out, todo, num_cpus):
+                for done, entry in enumerate(_render_shards(experiment, out, todo, num_cpus), 1):
+                    images_done += entry["rows"]
+                    now = time.perf_counter()
+                    if now - shown >= PROGRESS_EVERY_S and done < len(todo):
+                        shown, rate = now, images_done / max(now - render_start, 1e-9)
+                        eta = (now - render_start) * (len(todo) - done) / done
+                        log(f"generate: {done}/{len(todo)} shards, {images_done} images, "
+                            f"{rate:.0f} images/s, ETA {eta:.0f} s")
                     previous = known.get(entry["shard"])
                     if previous and previous["sha256"] != entry["sha256"]:
                         log(f"generate: warning: {entry['file']} re-rendered with other bytes")

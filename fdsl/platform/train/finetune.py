@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from fdsl.atomic import atomic_path, atomic_write_text
+from fdsl.platform.connect import quiet_data
 from fdsl.platform.train.augment import DeviceBatch, augment_images
 from fdsl.platform.train.baselines import pixel_baselines
 from fdsl.platform.train.config import FinetuneConfig
@@ -51,10 +52,10 @@ from fdsl.platform.train.engine import make_engine
 from fdsl.platform.train.run import (
     SUMMARY_FILE,
     MetricsLog,
+    ProgressLine,
     connect_checked,
     epoch_due,
     fit,
-    quiet_data,
     refuse_used_folder,
     report,
     seed_all,
@@ -173,6 +174,7 @@ def train_func(config: dict[str, Any]) -> None:
             plain.eval()  # frozen backbone: no dropout / drop-path, fixed statistics
 
     set_train_mode()
+    progress = ProgressLine("finetune", total, rank, cfg.global_batch_size)
     start = time.perf_counter()
     for step in range(1, total + 1):
         t0 = time.perf_counter()
@@ -215,6 +217,7 @@ def train_func(config: dict[str, Any]) -> None:
         curve.append(row)
         last_eval = result
         metrics_log.metrics(row)
+        progress.update(step, epoch=epoch, val_top1=round(result["top1"], 4), train_loss=row["train_loss"])
         report(row, config)
     patch = spec["patch_size"]
     if patch is None and getattr(plain, "patch_embed", None) is not None:
@@ -391,10 +394,10 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
                        f"{cfg.dataset} from {spec['source']}: top-1 {metrics['finetune_top1']:.3f}",
                        data.class_names)
     base = metrics["baselines"]
+    loader = f", loader alone {tp['loader_images_per_s']:.0f} images/s" if "loader_images_per_s" in tp else ""
     print(f"finetune: top-1 {metrics['finetune_top1']:.4f}, top-5 {metrics['finetune_top5']:.4f} after "
           f"{metrics['epochs']} epochs (raw-pixel baselines: logistic regression {base['logreg_top1']:.4f}, "
-          f"1-NN {base['knn1_top1']:.4f}); train {tp['train_images_per_s']:.0f} images/s, loader alone "
-          f"{tp.get('loader_images_per_s', float('nan')):.0f} images/s, data wait "
+          f"1-NN {base['knn1_top1']:.4f}); train {tp['train_images_per_s']:.0f} images/s{loader}, data wait "
           f"{100 * tp['data_wait_fraction']:.1f}% -> {out}", flush=True)
     return summary(metrics, out)
 

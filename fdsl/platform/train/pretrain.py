@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from fdsl.platform.connect import quiet_data
 from fdsl.platform.train.augment import DeviceBatch, augment_batch, augment_images
 from fdsl.platform.train.config import PretrainConfig
 from fdsl.platform.train.engine import make_engine
@@ -43,9 +44,9 @@ from fdsl.platform.train.run import (
     EVENTS_FILE,
     EXPERIMENT_FILE,
     MetricsLog,
+    ProgressLine,
     connect_checked,
     fit,
-    quiet_data,
     read_metrics,
     refuse_used_folder,
     report,
@@ -235,7 +236,7 @@ def train_func(config: dict[str, Any]) -> None:
                                   warmup_t=plan["warmup_steps"], warmup_lr_init=cfg.warmup_lr,
                                   t_in_epochs=False)
 
-    step, checkpoint = 0, ray.train.get_checkpoint()
+    step, checkpoint = 0, None if cfg.local_mode else ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
             _, client = engine.load_checkpoint(d, tag=CKPT_TAG)
@@ -259,6 +260,7 @@ def train_func(config: dict[str, Any]) -> None:
     batches = _micro_batches(ray.train.get_dataset_shard("train"), cfg, device)
 
     engine.train()
+    progress = ProgressLine("pretrain", total, rank, cfg.global_batch_size)
     images_seen_per_epoch = max(1, num_images)
     last = time.perf_counter()
     metrics: dict[str, Any] = {"step": step}
@@ -286,6 +288,7 @@ def train_func(config: dict[str, Any]) -> None:
                    "data_wait_s": round(waited, 5),
                    "images_per_s": round(cfg.global_batch_size / seconds, 2)}
         log.metrics(metrics)
+        progress.update(step, loss=metrics["loss"], lr=lr)
         if (step % cfg.checkpoint_every == 0 or step == total) and not cfg.local_mode:
             _save_checkpoint(engine, scheduler, plan, step, rank, world, metrics)
             log.event("checkpoint", step=step)

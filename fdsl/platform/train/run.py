@@ -10,6 +10,7 @@ Worker (inside `train_func`):
     start_worker(cfg)                 rank, world size, device, threads, the same seed on every rank
     report(metrics, config)           ray.train.report (and Tune's, for a local-mode loop in a trial)
     MetricsLog(out, rank, from_step)  metrics.jsonl (one row per step or evaluation) + events.jsonl
+    ProgressLine(name, total, rank)   a console line every 10 s (step, loss, images/s, ETA)
 
 Run folder files, the same names in every trainer:
     experiment.json  metrics.jsonl  events.jsonl  train/ (Ray Train)  model.safetensors + config.json
@@ -89,20 +90,6 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
                          "pass --address of a cluster with GPUs")
 
 
-def quiet_data() -> None:
-    """Ray Data without progress bars, execution plans and per-dataset start/finish lines on the
-    console (one bar per pass per worker otherwise); its full log stays in Ray's session folder
-    (`logs/ray-data/`)."""
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    for handler in logging.getLogger("ray.data").handlers:  # the console's; the session file keeps all
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.WARNING)
-
-
 def write_experiment(out: Path, experiment) -> None:
     """Create the run folder and write experiment.json into it."""
     out.mkdir(parents=True, exist_ok=True)
@@ -159,12 +146,16 @@ def _local_tune_callbacks(callbacks: Sequence[Any]) -> bool:
 
 
 def report(metrics: dict, config: dict, **kwargs) -> None:
-    """`ray.train.report` from the training loop; a local-mode run inside a Tune trial (`fit` set
-    config["report_to_tune"]) reports to Tune directly, as TuneReportCallback does for workers."""
-    import ray.train
+    """`ray.train.report` from the training loop of a worker group. A local-mode loop (`fit` set
+    config["report_to_tune"]) reports to Tune directly when it runs in a Tune trial with a
+    TuneReportCallback, as that callback does for workers, and else to nobody: Ray Train keeps
+    only its last report there (fdsl reads its metrics files), and refuses `ray.train.report`
+    inside a Tune trial."""
+    if "report_to_tune" not in config:
+        import ray.train
 
-    ray.train.report(metrics, **kwargs)
-    if config.get("report_to_tune"):
+        ray.train.report(metrics, **kwargs)
+    elif config["report_to_tune"]:
         import ray.tune
 
         ray.tune.report(metrics)
@@ -206,11 +197,13 @@ def start_worker(cfg: WorkersSection) -> tuple[int, int, Any]:
 
     if cfg.threads_per_worker:
         torch.set_num_threads(cfg.threads_per_worker)
-    device = torch.device("cpu") if cfg.local_mode else ray.train.torch.get_device()
+    seed_all(cfg.seed)
+    if cfg.local_mode:  # the calling process, on its CPU (ray.train.get_context is refused in Tune)
+        return 0, 1, torch.device("cpu")
+    device = ray.train.torch.get_device()
     if cfg.use_gpu:
         torch.cuda.set_device(device)
     ctx = ray.train.get_context()
-    seed_all(cfg.seed)
     return ctx.get_world_rank(), ctx.get_world_size(), device
 
 
@@ -224,6 +217,27 @@ def epoch_due(step: int, total: int, batch: int, num_images: int, every: int = 1
     if step == total or epoch // every > before // every:
         return epoch
     return None
+
+
+class ProgressLine:
+    """A plain progress line of a training loop on rank 0, at most every `every_s` seconds and at the
+    last step: `pretrain: step 300/3000 (10%), loss 2.41, lr 1.9e-03, 1650 images/s, ETA 1m52s`."""
+
+    def __init__(self, name: str, total: int, rank: int, images_per_step: int, every_s: float = 10.0):
+        self.name, self.total, self.on, self.images = name, total, rank == 0, images_per_step
+        self.every_s, self.start = every_s, time.perf_counter()
+        self.shown = self.start
+
+    def update(self, step: int, **fields) -> None:
+        now = time.perf_counter()
+        if not self.on or (now - self.shown < self.every_s and step < self.total):
+            return
+        self.shown, elapsed = now, now - self.start
+        parts = [f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()]
+        eta = elapsed * (self.total - step) / max(step, 1)
+        when = f"ETA {eta // 60:.0f}m{eta % 60:02.0f}s" if step < self.total else f"done in {elapsed:.0f} s"
+        print(f"{self.name}: step {step}/{self.total} ({100 * step // self.total}%), " + ", ".join(parts)
+              + f", {step * self.images / max(elapsed, 1e-9):.0f} images/s, {when}", flush=True)
 
 
 class MetricsLog:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fdsl.atomic import atomic_write_text
+from fdsl.platform.connect import quiet_data
 from fdsl.platform.train.augment import batch_resized_crop
 from fdsl.platform.train.config import SSLConfig
 from fdsl.platform.train.run import (
@@ -42,7 +43,6 @@ from fdsl.platform.train.run import (
     connect_checked,
     epoch_due,
     fit,
-    quiet_data,
     read_metrics,
     refuse_used_folder,
     report,

@@ -26,10 +26,11 @@ CONFIG_FILE = "config.json"
 def gathered_state(module, rank: int = 0) -> dict | None:
     """The module's tensors as contiguous fp32 CPU tensors, ZeRO partitions gathered (a collective:
     every rank calls it, in the same order); the dict on rank 0, None elsewhere."""
-    try:
+    import sys
+
+    safe_get_full_fp32_param = None
+    if "deepspeed" in sys.modules:  # only a DeepSpeed run can hold ZeRO partitions (no import otherwise)
         from deepspeed.utils import safe_get_full_fp32_param
-    except ImportError:  # plain torch run without DeepSpeed installed
-        safe_get_full_fp32_param = None
     params = dict(module.named_parameters())
     state = {}
     for name, tensor in module.state_dict().items():

@@ -19,6 +19,7 @@ from fdsl.platform.train.ssl import (
     dino_step,
     ema_update,
     multicrop_views,
+    sinkhorn_knopp,
     ssl,
 )
 from fdsl.platform.train.streams import draw
@@ -163,6 +164,10 @@ def test_ssl_run_gives_finetunable_weights(ray_local, tmp_path):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == summary["steps"] == 4 and all(np.isfinite(r["loss"]) for r in rows)
     assert rows[0]["momentum"] == pytest.approx(0.996) and rows[-1]["momentum"] > rows[0]["momentum"]
+    knn = json.loads((run / "knn.json").read_text())  # the k-NN probe: teacher vs random init
+    assert knn == {k: summary[k] for k in knn} and 0.0 < knn["knn_top1"] <= 1.0
+    assert 0.0 < knn["knn_top1_random_init"] <= 1.0
+    assert knn["ln_out_dim"] == pytest.approx(np.log(256), abs=1e-4)
     model = load_pretrained(run, num_classes=10)
     assert model.get_classifier().out_features == 10
     spec = resolve_weights(str(run), get_preset("debug-finetune").finetune, experiment.pretrain)
@@ -172,3 +177,16 @@ def test_ssl_run_gives_finetunable_weights(ray_local, tmp_path):
     saved = load_file(str(run / "model.safetensors"))
     tuned = build_model(spec, 10).state_dict()
     assert all(torch.equal(tuned[k], v) for k, v in saved.items())
+
+
+def test_sinkhorn_targets_spread_a_nearly_constant_batch():
+    """Near-constant teacher logits (a ViT at initialisation): plain softmax after centering is
+    uniform, Sinkhorn-Knopp still gives each sample a distribution that sums to 1 and each
+    prototype an equal share of the batch, with the samples' small differences sharpened."""
+    logits = 1.0 + 0.01 * torch.randn(64, 16, generator=torch.Generator().manual_seed(0))
+    q = sinkhorn_knopp(logits / 0.04)
+    torch.testing.assert_close(q.sum(dim=1), torch.ones(64))
+    torch.testing.assert_close(q.sum(dim=0), torch.full((16,), 64 / 16), rtol=0.05, atol=0)
+    assert q.max() > 2 / 16  # not the uniform 1/16
+    loss = DINOLoss(16, centering="sinkhorn")
+    torch.testing.assert_close(loss.targets(logits, 0.04), q)

@@ -438,6 +438,10 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
     """Epochs of the teacher temperature warm-up."""
     center_momentum: float = 0.9
     """EMA momentum of the teacher-output centre (centering)."""
+    centering: Literal["center", "sinkhorn"] = "center"
+    """How the teacher's targets avoid collapse: "center" (DINO: subtract an EMA centre, then
+    sharpen) or "sinkhorn" (DINOv2: Sinkhorn-Knopp, 3 iterations, spreads the batch evenly over the
+    prototypes; robust to small batches and near-constant features at initialisation)."""
     momentum_teacher: float = 0.996
     """Teacher EMA momentum at step 0, raised to 1 on a cosine schedule."""
 
@@ -487,6 +491,7 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
         self._check_range("warmup_teacher_temp", 1e-4, 10.0)
         self._check_range("warmup_teacher_temp_epochs", 0, self.epochs)
         self._check_range("center_momentum", 0.0, 1.0)
+        self._check_choice("centering", ["center", "sinkhorn"])
         self._check_range("momentum_teacher", 0.0, 1.0)
         self._check_range("num_local_crops", 0, 64)
         self._check_range("global_crop_scale_min", 0.01, 1.0)

@@ -103,15 +103,22 @@ class MultiCrop(nn.Module):
 class DINOLoss(nn.Module):
     """Cross-entropy of the student's views against the teacher's centred, sharpened global views."""
 
-    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9):
+    def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
+                 centering: str = "center"):
         super().__init__()
-        self.student_temp, self.center_momentum = student_temp, center_momentum
+        self.student_temp, self.center_momentum, self.centering = student_temp, center_momentum, centering
         self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def targets(self, teacher_out, teacher_temp: float):
+        """The teacher's target distributions (2*B, K), no gradient."""
+        if self.centering == "sinkhorn":
+            return sinkhorn_knopp(teacher_out.detach().float() / teacher_temp)
+        return F.softmax((teacher_out - self.center) / teacher_temp, dim=-1).detach()
 
     def forward(self, student_out, teacher_out, num_crops: int, teacher_temp: float):
         """student_out: (num_crops*B, K), the 2 global crops first; teacher_out: (2*B, K)."""
         student = (student_out / self.student_temp).chunk(num_crops)
-        teacher = F.softmax((teacher_out - self.center) / teacher_temp, dim=-1).detach().chunk(2)
+        teacher = self.targets(teacher_out, teacher_temp).chunk(2)
         total, terms = 0.0, 0
         for iq, q in enumerate(teacher):
             for v, s in enumerate(student):
@@ -131,6 +138,29 @@ class DINOLoss(nn.Module):
             torch.distributed.all_reduce(batch_center)
             torch.distributed.all_reduce(count)
         self.center.mul_(self.center_momentum).add_(batch_center / count, alpha=1 - self.center_momentum)
+
+
+@torch.no_grad()
+def sinkhorn_knopp(logits, iterations: int = 3):
+    """DINOv2's Sinkhorn-Knopp targets: exp(logits) scaled so that every prototype gets an equal
+    share of the batch (over all ranks) and every sample sums to 1; (N, K) -> (N, K)."""
+    q = torch.exp(logits - logits.max()).t()  # (K, N); the shift cancels in the normalisation
+    count = torch.tensor(float(q.shape[1]), device=q.device)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if distributed:
+        torch.distributed.all_reduce(count)
+    total = q.sum()
+    if distributed:
+        torch.distributed.all_reduce(total)
+    q /= total
+    k = q.shape[0]
+    for _ in range(iterations):
+        rows = q.sum(dim=1, keepdim=True)
+        if distributed:
+            torch.distributed.all_reduce(rows)
+        q /= rows * k
+        q /= q.sum(dim=0, keepdim=True) * count
+    return (q * count).t()
 
 
 def ema_update(teacher, student, momentum: float) -> None:
@@ -276,7 +306,7 @@ def train_func(config: dict[str, Any]) -> None:
         student = ray.train.torch.prepare_model(student, move_to_device=False)
     groups = param_groups_weight_decay(plain, cfg.weight_decay)
     optimizer = torch.optim.AdamW(groups, lr=0.0)
-    loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum).to(device)
+    loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.centering).to(device)
     plan = cfg.schedule(num_train)
     total = plan["total_steps"]
     mean, std = spec["mean"], spec["std"]

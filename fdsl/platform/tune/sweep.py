@@ -194,8 +194,9 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
                                     # the next trial runs in the same process: torch, timm and fdsl
                                     # stay imported (~7 s a trial on 2 cores); every run seeds itself
                                     reuse_actors=True),
-        # verbose=1: a line per trial start and end, not Tune's status table every 30 s (report.md has it)
-        run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(sweep_dir), verbose=1))
+        # verbose=0: no status tables every 30 s and per trial (report.md has them; the trials' own
+        # lines and the summary stay on the console, errors are still raised and logged)
+        run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(sweep_dir), verbose=0))
 
 
 def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base) -> None:

@@ -136,6 +136,8 @@ def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets:
 def _local_tune_callbacks(callbacks: Sequence[Any]) -> bool:
     """Whether a local-mode run forwards its reports to Tune: callbacks may only be Tune's
     TuneReportCallback there (TypeError otherwise: the run would silently skip them)."""
+    if not callbacks:
+        return False  # no Tune import on the path of every local-mode run
     from ray.tune.integration.ray_train import TuneReportCallback
 
     others = [type(c).__name__ for c in callbacks if not isinstance(c, TuneReportCallback)]

@@ -11,10 +11,12 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 
 from fdsl import __version__
 from fdsl.atomic import OutputError
+from fdsl.platform.console import DRIVER_LOG
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 """What the code raises for a user's mistake (and `fdsl.atomic.OutputError`); anything else is a bug
@@ -29,6 +31,12 @@ class _Parser(argparse.ArgumentParser):
 def _add_set(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config field, e.g. --set data.num_classes=10 (repeatable)")
+
+
+def _add_verbose(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--verbose", action="store_true",
+                   help="Ray's full console output (workers, Ray Data, Tune, DeepSpeed), as with "
+                        "FDSL_VERBOSE=1; by default it goes to OUT/logs/")
 
 
 def cmd_presets(args) -> int:
@@ -77,6 +85,7 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
     p.add_argument("--num-cpus", type=int, default=None,
                    help="CPUs of the local Ray, and the cap on concurrent render tasks")
+    _add_verbose(p)
 
 
 def cmd_generate(args) -> int:
@@ -116,6 +125,7 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
                    help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
     p.add_argument("--resume", action="store_true",
                    help="continue the run in --out from its last checkpoint (--set may extend it)")
+    _add_verbose(p)
 
 
 def cmd_pretrain(args) -> int:
@@ -130,7 +140,7 @@ def cmd_pretrain(args) -> int:
     summary = pretrain(experiment, args.data, args.out, resume=args.resume, address=args.address)
     loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
     print(f"pretrain: {summary['steps']} steps, loss {loss}, {summary['images_per_s']:.1f} images/s, "
-          f"{summary['seconds']:.0f} s -> {summary['model']}")
+          f"{summary['seconds']:.0f} s -> {summary['model']}, curves: {summary['curves']}")
     return 0
 
 
@@ -164,6 +174,7 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
                         "timm:<name> (timm's weights, from the local cache only)")
     p.add_argument("--out", required=True, help="run folder: metrics.json, confusion.png, model.safetensors")
     _add_target_arguments(p, "finetune")
+    _add_verbose(p)
 
 
 def cmd_finetune(args) -> int:
@@ -180,6 +191,7 @@ def add_ssl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="a preset with an ssl section (e.g. debug-dino, dino-small-data)")
     p.add_argument("--out", required=True, help="run folder: metrics.jsonl, model.safetensors + config.json")
     _add_target_arguments(p, "ssl")
+    _add_verbose(p)
 
 
 def cmd_ssl(args) -> int:
@@ -208,6 +220,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
+    _add_verbose(p)
 
 
 def cmd_sweep(args) -> int:
@@ -300,12 +313,45 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a small replication on a local Ray: laptop FDSL vs scratch, 2 seeds, a sweep")
     p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    _add_verbose(p)
     p.set_defaults(func=cmd_quickstart)
     return parser
 
 
+RUN_COMMANDS = ("generate", "pretrain", "finetune", "ssl", "sweep", "quickstart")
+"""Commands that run on Ray: their logs land in OUT/logs (fdsl.platform.console)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "verbose", False):
+        os.environ["FDSL_VERBOSE"] = "1"
+    if args.command not in RUN_COMMANDS:
+        return _run(args)
+    from fdsl.platform.console import command_log
+
+    failed = None
+    with command_log(args.out, f"fdsl {' '.join(sys.argv[1:] if argv is None else argv)}") as log:
+        try:
+            code = _run(args)
+        except BaseException as err:
+            failed = err
+    where = log.folder if log.folder and log.folder.is_dir() and log.used_ray else None
+    if failed is not None:  # not a user's mistake (those return 2): a bug or a failed run
+        if isinstance(failed, KeyboardInterrupt | SystemExit):
+            raise failed
+        traceback.print_exception(failed)
+        print(f"fdsl {args.command}: failed ({type(failed).__name__})"
+              + (f"; full log: {where}/{DRIVER_LOG}, Ray's logs: {where}/ray/" if where else ""),
+              file=sys.stderr)
+        return 1
+    if where:
+        print(f"logs: {where}/ ({DRIVER_LOG}; Ray's worker logs in ray/)"
+              if log.ray_logs else f"logs: {where}/{DRIVER_LOG}", file=sys.stderr if code else sys.stdout)
+    return code
+
+
+def _run(args) -> int:
     try:
         return args.func(args)
     except (*USER_ERRORS, OutputError) as err:

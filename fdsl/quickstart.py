@@ -6,7 +6,9 @@
 
 Everything lands in one folder (default runs/quickstart): the runs, `summary.json` (per step its
 seconds and result; `fdsl_top1` and `scratch_top1`, one value per seed; `effect`, their mean
-difference) and the sweep report. The end prints a table and where the report is. A second run
+difference), `comparison.png` (FDSL vs scratch per seed, beside the raw-pixel baselines), the sweep
+report and `index.html`, one page showing all of it with the data preview and the runs' curves.
+The end prints a table and where the page is. A second run
 reuses the data set (verified against its manifest) and re-runs the training steps.
 """
 
@@ -26,6 +28,8 @@ QUICKSTART_SWEEP = "quickstart"
 SEEDS = (0, 1)
 """Paired fine-tuning seeds: each fixes the labelled subset, the new head, data order and augmentation."""
 SUMMARY = "summary.json"
+COMPARISON = "comparison.png"
+INDEX = "index.html"
 MARKER = ".fdsl-quickstart"
 """Written into the folder the quickstart creates; it only ever clears a folder that holds it."""
 
@@ -46,6 +50,7 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
     """Run every step into `out`; writes and returns `summary.json`'s content, prints the table."""
     import ray
 
+    from fdsl.platform import console
     from fdsl.platform.connect import connect
     from fdsl.platform.data.synthesis import generate
     from fdsl.platform.train.finetune import finetune
@@ -57,6 +62,7 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
 
     out = claim_folder(out)
     started_here = connect(None, num_cpus)  # one local Ray for every step
+    every_s, console.EVERY_S = console.EVERY_S, max(console.EVERY_S, 30.0)  # 8 steps: fewer lines each
     steps: list[dict] = []
     results: dict[str, dict] = {}
     total_steps = 4 + 2 * len(SEEDS)
@@ -87,21 +93,24 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
         sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
         step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep)))
     finally:
+        console.EVERY_S = every_s
         if started_here:
             ray.shutdown()
     summary = _summary(steps, results)
     from fdsl.atomic import atomic_write_text
 
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    log("\n" + _table(steps, summary["seconds"]))
+    save_comparison(summary, out / COMPARISON)
+    index = write_index(out, summary)
+    log(_table(steps, summary["seconds"]))
     fdsl, scratch = summary["fdsl_top1"], summary["scratch_top1"]
-    log(f"\nFDSL effect on digits (10 labelled images per class, seeds {list(SEEDS)}): pre-trained "
+    log(f"FDSL effect on digits (10 labelled images per class, seeds {list(SEEDS)}): pre-trained "
         f"{_mean_std(fdsl)} vs scratch {_mean_std(scratch)} top-1, effect {100 * summary['effect']:+.1f} "
         f"points (per seed {', '.join(f'{100 * d:+.1f}' for d in summary['effect_per_seed'])}); "
         f"raw-pixel logistic regression {_mean_std(summary['logreg_top1'])}")
     log(f"quickstart done in {summary['seconds']:.0f}s. Summary: {out / SUMMARY}")
     log(f"Sweep report: {results['sweep']['report']}")
-    log(f"Preview of the data set: {out / 'preview.png'}")
+    log(f"Everything on one page (preview, curves, comparison, report): {index}")
     return summary
 
 
@@ -118,6 +127,88 @@ def _summary(steps: list[dict], results: dict[str, dict]) -> dict:
             "pretrain_loss": results["pretrain"]["loss"],
             "sweep_settings": results["sweep"].get("settings", []),
             "report": results["sweep"]["report"]}
+
+
+def save_comparison(summary: dict, path: Path) -> Path:
+    """FDSL vs scratch top-1 per paired seed (lines join the pairs), beside the raw-pixel baselines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fdsl.atomic import atomic_path
+
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for k, seed in enumerate(summary["seeds"]):
+        pair = [summary["scratch_top1"][k], summary["fdsl_top1"][k]]
+        ax.plot([0, 1], pair, marker="o", color=f"C{k}", label=f"seed {seed}")
+    for name, key, style in (("logistic regression (pixels)", "logreg_top1", "--"),
+                             ("1-NN (pixels)", "knn1_top1", ":")):
+        ax.axhline(float(np.mean(summary[key])), color="grey", linestyle=style, linewidth=1, label=name)
+    ax.set_xticks([0, 1], ["scratch", f"FDSL ({summary['preset']})"])
+    ax.set_xlim(-0.4, 1.4)
+    ax.set_ylabel(f"top-1 on {summary['target']} val")
+    ax.set_title(f"{summary['samples_per_class']} labelled images per class: effect "
+                 f"{100 * summary['effect']:+.1f} points", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_index(out: Path, summary: dict) -> Path:
+    """index.html: one page linking what the quickstart made (relative paths: the folder moves as a
+    whole); each figure that exists is shown, the sweep report and summary are linked."""
+    from html import escape
+
+    from fdsl.atomic import atomic_write_text
+
+    def figure(rel: str, caption: str) -> str:
+        if not (out / rel).is_file():
+            return ""
+        return (f"<figure><a href='{escape(rel)}'><img src='{escape(rel)}' alt='{escape(caption)}'></a>"
+                f"<figcaption>{escape(caption)}</figcaption></figure>")
+
+    fdsl, scratch = summary["fdsl_top1"], summary["scratch_top1"]
+    rows = "".join(f"<tr><td>{s}</td><td>{100 * f:.1f}</td><td>{100 * c:.1f}</td>"
+                   f"<td>{100 * (f - c):+.1f}</td></tr>"
+                   for s, f, c in zip(summary["seeds"], fdsl, scratch, strict=True))
+    report = Path(summary["report"])
+    report_rel = report.relative_to(out) if report.is_relative_to(out) else report
+    seed = summary["seeds"][0]
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>fdsl quickstart</title><style>"
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
+        "figure{display:inline-block;margin:0.5em;vertical-align:top}img{max-width:520px}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:0.2em 0.6em;text-align:right}"
+        "</style></head><body>",
+        f"<h1>fdsl quickstart: {escape(summary['preset'])} vs scratch on {escape(summary['target'])}</h1>",
+        f"<p>{summary['samples_per_class']} labelled images per class, paired seeds {summary['seeds']}: "
+        f"FDSL {_mean_std(fdsl)} vs scratch {_mean_std(scratch)} top-1, effect "
+        f"<b>{100 * summary['effect']:+.1f} points</b>; raw-pixel logistic regression "
+        f"{_mean_std(summary['logreg_top1'])}, 1-NN {_mean_std(summary['knn1_top1'])}. "
+        f"{summary['seconds']:.0f} s in all. <a href='{SUMMARY}'>summary.json</a></p>",
+        f"<table><tr><th>seed</th><th>FDSL top-1 %</th><th>scratch top-1 %</th><th>effect</th></tr>{rows}"
+        "</table>",
+        "<h2>Data, pre-training, fine-tuning</h2>",
+        figure(COMPARISON, "FDSL vs scratch per paired seed"),
+        figure("preview.png", f"the pre-training data: {summary['preset']}"),
+        figure("pretrain/curves.png", "pre-training: loss and learning rate"),
+        figure(f"finetune-fdsl-{seed}/curves.png", f"fine-tuning from FDSL weights (seed {seed})"),
+        figure(f"finetune-scratch-{seed}/curves.png", f"fine-tuning from scratch (seed {seed})"),
+        figure(f"finetune-fdsl-{seed}/confusion.png", f"confusion matrix, FDSL (seed {seed})"),
+        figure(f"finetune-scratch-{seed}/confusion.png", f"confusion matrix, scratch (seed {seed})"),
+        f"<h2>Sweep</h2><p><a href='{escape(str(report_rel))}'>the sweep report</a> (settings ranked by "
+        "mean &plusmn; std over seeds)</p>",
+        # counts the images the browser decoded: a headless browser test reads it back from the DOM
+        "<script>window.addEventListener('load',()=>{const ok=[...document.images]"
+        ".filter(i=>i.complete&&i.naturalWidth>0).length;"
+        "document.body.dataset.imagesLoaded=ok;});</script></body></html>"]
+    atomic_write_text(out / INDEX, "\n".join(p for p in parts if p))
+    return out / INDEX
 
 
 def _mean_std(values: list[float]) -> str:

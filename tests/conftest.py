@@ -36,9 +36,12 @@ def root() -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One local Ray for the session (2 CPUs, no dashboard), shut down at the end."""
+    """One local Ray for the session (2 CPUs), started as the CLI starts its own (dashboard on
+    127.0.0.1, no worker output on the console), shut down at the end."""
     import ray
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    from fdsl.platform.connect import start_local
+
+    start_local(num_cpus=2)
     yield ray
     ray.shutdown()

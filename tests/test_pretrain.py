@@ -12,6 +12,7 @@ import contextlib
 import json
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import psutil
@@ -301,3 +302,18 @@ def test_plain_torch_engine_resumes_and_local_mode_matches_a_worker(data, tmp_pa
     assert load_pretrained(summary["model"]).get_classifier().out_features == 8
     with pytest.raises(ValueError, match="local-mode run .* keeps no checkpoints"):
         pretrain(local, str(data), tmp_path / "local", resume=True)
+
+
+def test_placement_groups_are_released_and_watched(trained):
+    """After a worker-group run no placement group is left, and Ray Train's PlacementGroupCleaner
+    could ask the State API about its controller (it warns every second when it cannot, e.g.
+    without a dashboard: then it could not remove a dead run's group either)."""
+    import ray
+
+    states = [pg["state"] for pg in ray.util.placement_group_table().values()]
+    assert states and set(states) == {"REMOVED"}, states
+    logs = Path(ray._private.worker.global_worker.node.get_logs_dir_path())
+    errs = {p: p.read_text(errors="replace") for p in logs.glob("worker-*.err")}
+    cleaner = [text for text in errs.values() if "PlacementGroupCleaner" in text]
+    assert cleaner  # it ran
+    assert not [text for text in cleaner if "Failed to query Ray Train Controller" in text]

@@ -8,9 +8,10 @@ address would join, even when that cluster is dead).
 
 from __future__ import annotations
 
-import logging
 import os
-import warnings
+from pathlib import Path
+
+from fdsl.platform import console
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -31,16 +32,48 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
 
             runtime_env = {"py_modules": [fdsl]}
         try:
-            ray.init(address=address, runtime_env=runtime_env)
+            ray.init(address=address, runtime_env=runtime_env, **console.before_ray_init())
         except ConnectionError as err:
             raise ValueError(f"address: cannot join a Ray cluster at {address!r} ({err})") from None
+        console.ray_connected(None)
         return False
     if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
-        ray.init()
+        ray.init(**console.before_ray_init())
+        console.ray_connected(None)
         return False
-    # "local": a new Ray of our own, even if another one runs on this machine
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+    start_local(num_cpus)
     return True
+
+
+def start_local(num_cpus: int | None = None) -> None:
+    """A new local Ray of our own, even if another one runs on this machine, with its dashboard on
+    127.0.0.1 only (a free port): Ray Train's PlacementGroupCleaner asks the State API whether the
+    Train controller lives (without a dashboard it warns every second and could never remove a dead
+    run's placement group). Its processes get RAY_API_SERVER_ADDRESS, so that the State API finds
+    this Ray's dashboard even when another Ray runs on the machine."""
+    import ray
+
+    port = _free_port()
+    env_key, before = "RAY_API_SERVER_ADDRESS", os.environ.get("RAY_API_SERVER_ADDRESS")
+    os.environ[env_key] = f"http://127.0.0.1:{port}"  # inherited by the GCS, raylet and workers
+    try:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+                 dashboard_port=port, **console.before_ray_init())
+    finally:
+        if before is None:
+            os.environ.pop(env_key, None)
+        else:
+            os.environ[env_key] = before
+    node = ray._private.worker.global_worker.node
+    console.ray_connected(Path(node.get_logs_dir_path()))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
@@ -56,28 +89,3 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     except OSError as err:
         raise ValueError(f"address: cannot reach a Ray cluster at {address!r} ({err.strerror or err})") \
             from None
-
-
-def quiet_data() -> None:
-    """Ray Data without progress bars, execution plans and per-dataset start/finish lines on the
-    console (one bar per pass per worker otherwise); its full log stays in Ray's session folder
-    (`logs/ray-data/`)."""
-    import ray.data
-
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
-    for handler in logging.getLogger("ray.data").handlers:  # the console's; the session file keeps all
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.WARNING)
-            if not any(isinstance(f, _DropNotices) for f in handler.filters):
-                handler.addFilter(_DropNotices())
-    # Ray Data's own use of its deprecated option, once per process: nothing a user can change
-    warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources.*")
-
-
-class _DropNotices(logging.Filter):
-    """Ray Data's console notice that the bars are off: fdsl turned them off itself."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("Progress bars disabled")

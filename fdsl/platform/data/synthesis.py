@@ -23,7 +23,8 @@ import time
 from pathlib import Path
 
 from fdsl.atomic import OutputError, check_writable
-from fdsl.platform.connect import connect, quiet_data
+from fdsl.platform.connect import connect
+from fdsl.platform.console import quiet_data
 from fdsl.platform.data.manifest import (
     MANIFEST,
     PROGRESS,

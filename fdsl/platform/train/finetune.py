@@ -27,6 +27,7 @@ Run folder (`--out DIR`):
                         loader vs training images/s, data-wait share, confusion matrix (<= 100 classes)
     confusion.npy       the final confusion matrix (rows: true class, columns: predicted)
     confusion.png       the same as a picture
+    curves.png          val top-1 (beside the raw-pixel baselines) and train / val loss per epoch
     model.safetensors   the fine-tuned weights, config.json beside them (loadable by load_pretrained)
     train/              Ray Train's run folder
 """
@@ -44,18 +45,19 @@ from typing import Any
 import numpy as np
 
 from fdsl.atomic import atomic_path, atomic_write_text
-from fdsl.platform.connect import quiet_data
+from fdsl.platform.console import quiet_data
 from fdsl.platform.train.augment import DeviceBatch, augment_images
 from fdsl.platform.train.baselines import pixel_baselines
 from fdsl.platform.train.config import FinetuneConfig
 from fdsl.platform.train.engine import make_engine
+from fdsl.platform.train.plots import CURVES_PNG, Panel, save_curves
 from fdsl.platform.train.run import (
     SUMMARY_FILE,
     MetricsLog,
-    ProgressLine,
     connect_checked,
     epoch_due,
     fit,
+    read_metrics,
     refuse_used_folder,
     report,
     seed_all,
@@ -174,7 +176,6 @@ def train_func(config: dict[str, Any]) -> None:
             plain.eval()  # frozen backbone: no dropout / drop-path, fixed statistics
 
     set_train_mode()
-    progress = ProgressLine("finetune", total, rank, cfg.global_batch_size)
     start = time.perf_counter()
     for step in range(1, total + 1):
         t0 = time.perf_counter()
@@ -217,7 +218,6 @@ def train_func(config: dict[str, Any]) -> None:
         curve.append(row)
         last_eval = result
         metrics_log.metrics(row)
-        progress.update(step, epoch=epoch, val_top1=round(result["top1"], 4), train_loss=row["train_loss"])
         report(row, config)
     patch = spec["patch_size"]
     if patch is None and getattr(plain, "patch_embed", None) is not None:
@@ -351,6 +351,12 @@ def save_confusion_png(confusion: np.ndarray, path: Path, title: str, class_name
     return path
 
 
+def _eval_text(row: dict) -> tuple[int, str]:
+    """The console's progress of an evaluation row of metrics.jsonl."""
+    return row["step"], (f"epoch {row['epoch']}, val top-1 {row['finetune_top1']:.3f}, "
+                         f"train loss {row['train_loss']:.3f}")
+
+
 def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLike, *,
              address: str | None = None, callbacks: Sequence[Any] = ()) -> dict:
     """Fine-tune `weights` on `dataset` (default `experiment.finetune.dataset`) into run folder `out`.
@@ -380,7 +386,8 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
         throughput = measure_loader(train_ds, cfg.loader_probe_images, cfg.micro_batch_size)
     loop["extra"]["throughput_probe"] = throughput
     start = time.perf_counter()
-    fit(train_func, loop, cfg, out, {"train": train_ds, "val": val_ds}, callbacks=callbacks)
+    fit(train_func, loop, cfg, out, {"train": train_ds, "val": val_ds}, callbacks=callbacks,
+        progress=("finetune", cfg.schedule(loop["num_train"])["total_steps"], _eval_text))
     metrics = read_finetune_metrics(out)
     metrics["throughput"].update(metrics.pop("throughput_probe", {}))
     tp = metrics["throughput"]
@@ -394,11 +401,16 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
                        f"{cfg.dataset} from {spec['source']}: top-1 {metrics['finetune_top1']:.3f}",
                        data.class_names)
     base = metrics["baselines"]
+    save_curves(read_metrics(out), out / CURVES_PNG, f"fine-tuning on {cfg.dataset} from {spec['source']}",
+                [Panel("val top-1", ["finetune_top1"], {"logistic regression (pixels)": base["logreg_top1"],
+                                                         "1-NN (pixels)": base["knn1_top1"]}),
+                 Panel("loss", ["train_loss", "finetune_loss"])], x="epoch")
     loader = f", loader alone {tp['loader_images_per_s']:.0f} images/s" if "loader_images_per_s" in tp else ""
     print(f"finetune: top-1 {metrics['finetune_top1']:.4f}, top-5 {metrics['finetune_top5']:.4f} after "
           f"{metrics['epochs']} epochs (raw-pixel baselines: logistic regression {base['logreg_top1']:.4f}, "
           f"1-NN {base['knn1_top1']:.4f}); train {tp['train_images_per_s']:.0f} images/s{loader}, data wait "
-          f"{100 * tp['data_wait_fraction']:.1f}% -> {out}", flush=True)
+          f"{100 * tp['data_wait_fraction']:.1f}% -> {out} (metrics.json, {CONFUSION_PNG}, {CURVES_PNG})",
+          flush=True)
     return summary(metrics, out)
 
 

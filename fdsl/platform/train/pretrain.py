@@ -17,6 +17,7 @@ Run folder (`--out RUN`):
     experiment.json     the full experiment config of the run (what `--resume` continues)
     metrics.jsonl       one line per optimizer step: step, epoch, loss, lr, images_per_s, ...
     events.jsonl        start / resume / checkpoint / done, with steps and world sizes
+    curves.png          loss (beside ln(classes), chance) and learning rate per step
     train/              Ray Train's run: checkpoint_NNNNNNNNN/ folders (DeepSpeed state + RNG)
     model.safetensors   final fp32 weights (ZeRO partitions gathered), written by rank 0
     config.json         architecture, img_size, patch_size, num_classes, mean/std: see load_pretrained
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import random
 import tempfile
@@ -36,15 +38,15 @@ from typing import Any
 
 import numpy as np
 
-from fdsl.platform.connect import quiet_data
+from fdsl.platform.console import quiet_data
 from fdsl.platform.train.augment import DeviceBatch, augment_batch, augment_images
 from fdsl.platform.train.config import PretrainConfig
 from fdsl.platform.train.engine import make_engine
+from fdsl.platform.train.plots import CURVES_PNG, Panel, save_curves
 from fdsl.platform.train.run import (
     EVENTS_FILE,
     EXPERIMENT_FILE,
     MetricsLog,
-    ProgressLine,
     connect_checked,
     fit,
     read_metrics,
@@ -52,6 +54,7 @@ from fdsl.platform.train.run import (
     report,
     seed_all,
     start_worker,
+    step_text,
     write_experiment,
 )
 from fdsl.platform.train.weights import WEIGHTS_FILE, check_buildable, export_weights, load_pretrained
@@ -260,7 +263,6 @@ def train_func(config: dict[str, Any]) -> None:
     batches = _micro_batches(ray.train.get_dataset_shard("train"), cfg, device)
 
     engine.train()
-    progress = ProgressLine("pretrain", total, rank, cfg.global_batch_size)
     images_seen_per_epoch = max(1, num_images)
     last = time.perf_counter()
     metrics: dict[str, Any] = {"step": step}
@@ -288,7 +290,6 @@ def train_func(config: dict[str, Any]) -> None:
                    "data_wait_s": round(waited, 5),
                    "images_per_s": round(cfg.global_batch_size / seconds, 2)}
         log.metrics(metrics)
-        progress.update(step, loss=metrics["loss"], lr=lr)
         if (step % cfg.checkpoint_every == 0 or step == total) and not cfg.local_mode:
             _save_checkpoint(engine, scheduler, plan, step, rank, world, metrics)
             log.event("checkpoint", step=step)
@@ -372,13 +373,19 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     source = open_source(experiment, data)
     write_experiment(out, experiment)
     start = time.perf_counter()
+    total = cfg.schedule(loop_config["num_images"])["total_steps"]
     result = fit(train_func, loop_config, cfg, out,
                  {"train": training_dataset(source, cfg, loop_config["num_images"])},
-                 preserve_order=cfg.preserve_order, keep_checkpoints=cfg.keep_checkpoints)
+                 preserve_order=cfg.preserve_order, keep_checkpoints=cfg.keep_checkpoints,
+                 progress=("pretrain", total, step_text))
     rows = read_metrics(out)
     last = rows[-1] if rows else {}
     steady = [r["images_per_s"] for r in rows[len(rows) // 5:]] or [0.0]
+    classes = loop_config["num_classes"]
+    curves = save_curves(rows, out / CURVES_PNG, f"pre-training {cfg.model} on {data} ({classes} classes)",
+                         [Panel("loss", ["loss"], {"chance: ln(classes)": math.log(classes)}),
+                          Panel("learning rate", ["lr"])])
     return {"run_dir": str(out), "steps": last.get("step", 0), "loss": last.get("loss"),
             "images_per_s": round(float(np.median(steady)), 2),
-            "seconds": round(time.perf_counter() - start, 1),
+            "seconds": round(time.perf_counter() - start, 1), "curves": str(curves),
             "model": str(out / WEIGHTS_FILE), "checkpoint": result.checkpoint and result.checkpoint.path}

@@ -5,12 +5,12 @@ Driver (in order, each trainer calls them):
     connect_checked(cfg, section)     join or start Ray; a local Ray must be able to hold the run
     write_experiment(out, exp)        experiment.json: the full config of the run (what resume reads)
     fit(train_func, loop, cfg, out)   TorchTrainer with FailureConfig and checkpoints, then fit()
-                                      (num_workers=0: Ray Train's local mode, the loop in this process)
+                                      (num_workers=0: Ray Train's local mode, the loop in this process);
+                                      the console follows metrics.jsonl (`progress`: a bar or lines)
 Worker (inside `train_func`):
     start_worker(cfg)                 rank, world size, device, threads, the same seed on every rank
     report(metrics, config)           ray.train.report (and Tune's, for a local-mode loop in a trial)
     MetricsLog(out, rank, from_step)  metrics.jsonl (one row per step or evaluation) + events.jsonl
-    ProgressLine(name, total, rank)   a console line every 10 s (step, loss, images/s, ETA)
 
 Run folder files, the same names in every trainer:
     experiment.json  metrics.jsonl  events.jsonl  train/ (Ray Train)  model.safetensors + config.json
@@ -24,13 +24,14 @@ import logging
 import os
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.platform.console import Progress, follow_metrics
 from fdsl.platform.train.config import WorkersSection
 from fdsl.platform.train.weights import WEIGHTS_FILE
 
@@ -98,13 +99,15 @@ def write_experiment(out: Path, experiment) -> None:
 
 def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets: dict, *,
         split: Sequence[str] = ("train",), preserve_order: bool = True, keep_checkpoints: int | None = None,
-        callbacks: Sequence[Any] = ()):
+        callbacks: Sequence[Any] = (),
+        progress: tuple[str, int, Callable[[dict], tuple[int, str]]] | None = None):
     """Run `train_func` on a TorchTrainer of `cfg`'s workers into `out/train`; returns Ray's Result.
 
     Worker groups restart up to `cfg.max_failures` times (from the latest checkpoint, if the trainer
     reports any); `split` datasets are split over the workers, in order with `preserve_order` (the
     rows are seeded: their order makes a one-worker run reproducible); `callbacks` go to the
-    RunConfig (e.g. Tune's `TuneReportCallback()`).
+    RunConfig (e.g. Tune's `TuneReportCallback()`); `progress` = (name, total steps, describe): the
+    console shows the newest row of metrics.jsonl, `describe(row) -> (step, text)` (console.Progress).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
@@ -127,7 +130,11 @@ def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets:
                              checkpoint_config=CheckpointConfig(num_to_keep=keep_checkpoints)),
         datasets=datasets)
     try:
-        return trainer.fit()
+        if progress is None:
+            return trainer.fit()
+        name, total, describe = progress
+        with follow_metrics(out / METRICS_LOG, Progress(name, total), describe):
+            return trainer.fit()
     except BaseException:
         set_aside_failed_run(out)
         raise
@@ -221,27 +228,6 @@ def epoch_due(step: int, total: int, batch: int, num_images: int, every: int = 1
     return None
 
 
-class ProgressLine:
-    """A plain progress line of a training loop on rank 0, at most every `every_s` seconds and at the
-    last step: `pretrain: step 300/3000 (10%), loss 2.41, lr 1.9e-03, 1650 images/s, ETA 1m52s`."""
-
-    def __init__(self, name: str, total: int, rank: int, images_per_step: int, every_s: float = 10.0):
-        self.name, self.total, self.on, self.images = name, total, rank == 0, images_per_step
-        self.every_s, self.start = every_s, time.perf_counter()
-        self.shown = self.start
-
-    def update(self, step: int, **fields) -> None:
-        now = time.perf_counter()
-        if not self.on or (now - self.shown < self.every_s and step < self.total):
-            return
-        self.shown, elapsed = now, now - self.start
-        parts = [f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}" for k, v in fields.items()]
-        eta = elapsed * (self.total - step) / max(step, 1)
-        when = f"ETA {eta // 60:.0f}m{eta % 60:02.0f}s" if step < self.total else f"done in {elapsed:.0f} s"
-        print(f"{self.name}: step {step}/{self.total} ({100 * step // self.total}%), " + ", ".join(parts)
-              + f", {step * self.images / max(elapsed, 1e-9):.0f} images/s, {when}", flush=True)
-
-
 class MetricsLog:
     """metrics.jsonl and events.jsonl of a run folder, written by rank 0 only.
 
@@ -268,6 +254,11 @@ class MetricsLog:
         if self.dir is not None:
             with open(self.dir / EVENTS_FILE, "a") as f:
                 f.write(json.dumps({"event": name, "time": round(time.time(), 3), **fields}) + "\n")
+
+
+def step_text(row: dict) -> tuple[int, str]:
+    """The console's progress for a step row of metrics.jsonl (pre-training, SSL)."""
+    return row["step"], f"loss {row['loss']:.3f}, lr {row['lr']:.2g}, {row['images_per_s']:.0f} images/s"
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:

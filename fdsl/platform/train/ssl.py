@@ -14,8 +14,9 @@ the exponential moving average of the student (`ema_update`), its momentum raise
 backbone, optimiser and the data path are timm, torch and Ray's.
 
 Run folder (`--out RUN`): experiment.json, metrics.jsonl (one line per step: loss, lr, wd,
-momentum, teacher_temp, images/s), train/ (Ray Train), and the teacher backbone as
-`model.safetensors` + `config.json` (num_classes 0: no head) in the format of `fdsl pretrain`, so
+momentum, teacher_temp, images/s), curves.png (loss beside ln(out_dim), lr), knn.json, train/ (Ray
+Train), and the teacher backbone as `model.safetensors` + `config.json` (num_classes 0: no head)
+in the format of `fdsl pretrain`, so
 `load_pretrained(RUN, num_classes=N)` and `fdsl finetune --weights RUN` take it.
 """
 
@@ -35,9 +36,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from fdsl.atomic import atomic_write_text
-from fdsl.platform.connect import quiet_data
+from fdsl.platform.console import quiet_data
 from fdsl.platform.train.augment import batch_resized_crop
 from fdsl.platform.train.config import SSLConfig
+from fdsl.platform.train.plots import CURVES_PNG, Panel, save_curves
 from fdsl.platform.train.run import (
     MetricsLog,
     connect_checked,
@@ -47,6 +49,7 @@ from fdsl.platform.train.run import (
     refuse_used_folder,
     report,
     start_worker,
+    step_text,
     write_experiment,
 )
 from fdsl.platform.train.weights import WEIGHTS_FILE, check_buildable, export_weights
@@ -436,7 +439,8 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
           f"{spec['img_size']}px/{spec['patch_size']}, 2 x {spec['img_size']}px + {cfg.num_local_crops} x "
           f"{spec['local_size']}px crops, {cfg.epochs} epochs", flush=True)
     start = time.perf_counter()
-    fit(train_func, loop, cfg, out, {"train": train_ds}, callbacks=callbacks)
+    fit(train_func, loop, cfg, out, {"train": train_ds}, callbacks=callbacks,
+        progress=("ssl", cfg.schedule(loop["num_train"])["total_steps"], step_text))
     rows = read_metrics(out)
     first = float(np.mean([r["loss"] for r in rows[:max(1, len(rows) // 10)]]))
     final = float(np.mean([r["loss"] for r in rows[-max(1, len(rows) // 10):]]))
@@ -444,8 +448,13 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
               "final_loss": final, "seconds": round(time.perf_counter() - start, 1),
               "images_per_s": round(float(np.median([r["images_per_s"] for r in rows[len(rows) // 5:]])), 1)}
     result.update(_knn_probe(out, data, cfg, spec))
+    title = (f"DINO on {cfg.dataset}: teacher k-NN top-1 {result['knn_top1']:.3f} "
+             f"(random init {result['knn_top1_random_init']:.3f})")
+    result["curves"] = str(save_curves(rows, out / CURVES_PNG, title, [
+        Panel("loss", ["loss"], {"collapse: ln(out_dim)": math.log(cfg.out_dim)}),
+        Panel("learning rate", ["lr"])]))
     print(f"ssl: loss {first:.3f} -> {final:.3f} in {result['steps']} steps (ln out_dim = "
           f"{np.log(cfg.out_dim):.2f}); teacher k-NN top-1 {result['knn_top1']:.3f} on the val split, "
           f"the same backbone at random initialisation {result['knn_top1_random_init']:.3f} -> "
-          f"{out / WEIGHTS_FILE}", flush=True)
+          f"{out / WEIGHTS_FILE}, curves: {result['curves']}", flush=True)
     return result

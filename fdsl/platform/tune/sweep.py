@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.platform.console import tune_output
 from fdsl.platform.tune.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
 from fdsl.platform.tune.sweep_config import SweepConfig, trial_overrides
 
@@ -170,6 +171,8 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import BasicVariantGenerator
 
+    from fdsl.platform.tune.progress import SweepProgress, expected_trials
+
     # max_t beyond the number of reports: a trial must end on its own, never be cut at its last
     # report while its trainer still holds CPUs (see RAY_NOTES on 2-CPU machines)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=int(epochs) + 1,
@@ -194,9 +197,11 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
                                     # the next trial runs in the same process: torch, timm and fdsl
                                     # stay imported (~7 s a trial on 2 cores); every run seeds itself
                                     reuse_actors=True),
-        # verbose=0: no status tables every 30 s and per trial (report.md has them; the trials' own
-        # lines and the summary stay on the console, errors are still raised and logged)
-        run_config=tune.RunConfig(name=TUNE_NAME, storage_path=str(sweep_dir), verbose=0))
+        # verbose=0: no status tables every 30 s and per trial (report.md has them); SweepProgress
+        # prints trials done / running / pending instead; errors are still raised and logged
+        run_config=tune.RunConfig(
+            name=TUNE_NAME, storage_path=str(sweep_dir), verbose=0,
+            callbacks=[SweepProgress(expected_trials(sweep), sweep.metric, sweep.mode)]))
 
 
 def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base) -> None:
@@ -265,7 +270,8 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
     else:
         tuner = _tuner(sweep, sweep_dir, trainable, base.finetune.epochs)
-    results = tuner.fit()
+    with tune_output():
+        results = tuner.fit()
     _finalise_records(sweep_dir, results)
     paths = write_report(sweep_dir)
     best = None

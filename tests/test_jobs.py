@@ -157,6 +157,16 @@ def test_generate_then_pretrain_jobs(head, tmp_path):
     status = _status(url, env, "fdsl-test-pretrain")
     assert "succeeded" in status.lower(), status + pre.stdout[-3000:] + pre.stderr[-3000:]
     assert (run / "model.safetensors").is_file() and (run / "config.json").is_file()
+    # `ray job logs` reads like the local console: progress and summary, not Ray's debug lines
+    logs = subprocess.run([RAY, "job", "logs", "--address", url, "fdsl-test-pretrain"], env=env,
+                          capture_output=True, text=True, timeout=60).stdout
+    lines = [line for line in logs.splitlines() if line.strip()]
+    assert any(line.startswith("pretrain: 6 steps") for line in lines), logs
+    assert lines[-1] == f"logs: {run / 'logs'}/fdsl.log", logs  # the cluster keeps its workers' logs
+    noise = ("(RayTrainWorker", "(TrainController", "PlacementGroupCleaner", "Setting accelerator",
+             "Connecting to existing Ray cluster")
+    assert len(lines) <= 15 and not [line for line in lines if any(n in line for n in noise)], logs
+    assert "Connecting to existing Ray cluster" in (run / "logs" / "fdsl.log").read_text()
 
 
 def test_client_without_token_is_refused(head):

@@ -23,8 +23,9 @@ import time
 from pathlib import Path
 
 from fdsl.atomic import OutputError, check_writable
+from fdsl.platform import console
 from fdsl.platform.connect import connect
-from fdsl.platform.console import quiet_data
+from fdsl.platform.console import LOGS, quiet_data
 from fdsl.platform.data.manifest import (
     MANIFEST,
     PROGRESS,
@@ -74,10 +75,6 @@ class SynthesisResult:
                 f"{self.render_seconds:.1f} s ({self.seconds:.1f} s in all), {rate:.1f} images/s, "
                 f"{m['bytes_per_image']:.0f} bytes/image -> {self.directory}")
 
-PROGRESS_EVERY_S = 10.0
-"""A progress line of `generate` at most this often (the last shard prints the summary instead)."""
-
-
 def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
              num_cpus: int | None = None, log=print) -> SynthesisResult:
     """Render `experiment` into the folder `out` (created, resumed or verified); see the module doc.
@@ -114,17 +111,14 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
         for tmp in out.glob(TMP_GLOB):  # left by killed workers of an earlier run
             tmp.unlink(missing_ok=True)
         render_start, task_seconds = time.perf_counter(), 0.0
-        shown, images_done = render_start, 0
+        images_done, shown = 0, console.Progress("generate", len(todo), unit="shard")
         try:
             if todo:
                 for done, entry in enumerate(_render_shards(experiment, out, todo, num_cpus), 1):
                     images_done += entry["rows"]
-                    now = time.perf_counter()
-                    if now - shown >= PROGRESS_EVERY_S and done < len(todo):
-                        shown, rate = now, images_done / max(now - render_start, 1e-9)
-                        eta = (now - render_start) * (len(todo) - done) / done
-                        log(f"generate: {done}/{len(todo)} shards, {images_done} images, "
-                            f"{rate:.0f} images/s, ETA {eta:.0f} s")
+                    if done < len(todo):  # the last shard: the summary line instead
+                        rate = images_done / max(time.perf_counter() - render_start, 1e-9)
+                        shown.update(done, f"{images_done} images, {rate:.0f} images/s")
                     previous = known.get(entry["shard"])
                     if previous and previous["sha256"] != entry["sha256"]:
                         log(f"generate: warning: {entry['file']} re-rendered with other bytes")
@@ -133,6 +127,7 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
                     progress.add(entry)
         finally:
             progress.close()
+            shown.close()
         render_seconds = time.perf_counter() - render_start
         assert sorted(good) == list(range(plan.num_shards)), "a shard is missing after synthesis"
         manifest = build_manifest(experiment, ident, [good[k] for k in range(plan.num_shards)])
@@ -192,7 +187,7 @@ def _known_shards(out: Path, ident: dict) -> tuple[dict[int, dict], bool]:
     if header is not None:
         _refuse_other(out, header.get("identity", {}), header.get("fingerprint"), want, ident)
         return entries, False
-    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != LOGS]
     if foreign:
         raise ValueError(f"out: {out} is not empty and holds no fdsl data set ({foreign[0]}, ...); "
                          "choose an empty or new folder")

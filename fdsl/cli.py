@@ -124,7 +124,8 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (--set may extend it)")
+                   help="continue the run in --out from its last checkpoint (--set may extend it); "
+                        "checkpoint files that would run code when loaded are refused")
     _add_verbose(p)
 
 
@@ -217,7 +218,9 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="sweep folder: data sets, trials, Tune state, report")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scalar field of the sweep, e.g. --set num_samples=8 (repeatable)")
-    p.add_argument("--resume", action="store_true", help="finish an interrupted sweep in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="finish an interrupted sweep in --out (Ray Tune's state is pickled: resume only "
+                        "sweep folders you ran yourself)")
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
     _add_verbose(p)

@@ -162,6 +162,46 @@ def test_damaged_experiment_json_on_resume_is_one_line(case, tmp_path, capsys):
     CASES["pretrain --resume (experiment.json)"] += 1
 
 
+HEADER = {"fingerprint": "f" * 64, "identity": {}, "num_shards": 2, "experiment": {}}
+JOURNALS = {
+    "first line not json": b"{\n",
+    "binary": bytes(range(256)),
+    "header a list": b"[1, 2]\n",
+    "header lacks num_shards": json.dumps({k: v for k, v in HEADER.items() if k != "num_shards"}).encode(),
+    "num_shards a string": json.dumps({**HEADER, "num_shards": "2"}).encode(),
+    "num_shards zero": json.dumps({**HEADER, "num_shards": 0}).encode(),
+    "identity a string": json.dumps({**HEADER, "identity": "x"}).encode(),
+}
+
+
+@pytest.mark.parametrize("command", ["generate", "verify"])
+@pytest.mark.parametrize("case", sorted(JOURNALS))
+def test_damaged_synthesis_journal_is_one_line(command, case, tmp_path, capsys):
+    """A partial data set folder whose _progress.jsonl header is damaged (its entry lines are only
+    skipped: those shards are rendered again)."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "_progress.jsonl").write_bytes(JOURNALS[case])
+    argv = ["verify", str(folder)] if command == "verify" else ["generate", "debug-fractaldb", "--out", str(folder)]
+    code, err = run_cli(capsys, argv)
+    assert_one_line(code, err)
+    assert "_progress.jsonl" in err and sorted(p.name for p in folder.iterdir() if p.name != ".lock") == \
+        ["_progress.jsonl"]
+    CASES[f"{command} (_progress.jsonl)"] += 1
+
+
+def test_journal_entries_that_are_damaged_are_skipped(tmp_path):
+    from fdsl.platform.data.manifest import load_progress
+
+    good = {"file": "shard-00001.parquet", "rows": 4, "sha256": "a", "shard": 1, "image_shape": [8, 8],
+            "bytes": 10, "content_sha256": "b"}
+    lines = [HEADER, good, {**good, "shard": 0}, {**good, "file": "../../etc/passwd", "shard": 0},
+             {**good, "rows": "4", "shard": 0}, [1], {**good, "shard": 7, "file": "shard-00007.parquet"}]
+    (tmp_path / "_progress.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"torn")
+    header, entries = load_progress(tmp_path)
+    assert header == HEADER and list(entries) == [1]
+
+
 def test_zz_report_case_counts():
     """How many cases each command got (printed with -s; the closing note quotes them)."""
     print("\nbad-input cases per command:", dict(sorted(CASES.items())))

@@ -317,3 +317,41 @@ def test_placement_groups_are_released_and_watched(trained):
     cleaner = [text for text in errs.values() if "PlacementGroupCleaner" in text]
     assert cleaner  # it ran
     assert not [text for text in cleaner if "Failed to query Ray Train Controller" in text]
+
+
+class _RunsAShellCommand:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.mark.parametrize("craft", ["pickle", "not-torch", "client-state"])
+def test_crafted_checkpoint_is_refused_before_any_worker(trained, data, tmp_path, capsys, craft):
+    """`--resume` of a folder whose checkpoint would run code when DeepSpeed loads it (pickle, with
+    weights_only=False), or whose files are not torch checkpoints, or whose client state is damaged:
+    one line, exit 2, nothing ran, no worker started."""
+    import shutil
+
+    run, marker = tmp_path / "run", tmp_path / "ran"
+    shutil.copytree(trained[0], run)
+    state = sorted(run.glob("train/checkpoint_*/state"))[-1]
+    if craft == "pickle":
+        torch.save({"x": _RunsAShellCommand(marker)}, next(state.glob("zero_pp_rank_0_*optim_states.pt")))
+    elif craft == "not-torch":
+        (state / "mp_rank_00_model_states.pt").write_bytes(b"\x80\x04K\x01.")  # a bare pickle
+    else:
+        path = state / "mp_rank_00_model_states.pt"
+        states = torch.load(path, weights_only=True)
+        torch.save({**states, "scheduler": [1, 2]}, path)
+    start = time.perf_counter()
+    assert main(["pretrain", "debug-vit", "--data", str(data), "--out", str(run), "--resume"]) == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("fdsl pretrain")]
+    expected = {"pickle": "names 'posix.system'", "not-torch": "is not a checkpoint file",
+                "client-state": "client state is damaged (scheduler is not dict)"}[craft]
+    assert len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err
+    assert not marker.exists() and time.perf_counter() - start < 30

@@ -89,21 +89,45 @@ def load_manifest(directory: str | os.PathLike) -> dict:
     return manifest
 
 
+JOURNAL_HEADER = {"fingerprint": str, "identity": dict, "num_shards": int, "experiment": dict}
+"""The first line of _progress.jsonl: what the folder is being rendered for."""
+JOURNAL_ENTRY = {**SHARD_FIELDS, "shard": int, "image_shape": list, "bytes": int, "content_sha256": str}
+"""Each later line: one finished shard (its file, rows, sha256, index and image shape)."""
+
+
 def load_progress(directory: Path) -> tuple[dict | None, dict[int, dict]]:
-    """(header, {shard: entry}) of a partial folder; a torn last line (a crash) is ignored."""
+    """(header, {shard: entry}) of a partial folder. The header must match JOURNAL_HEADER (ValueError
+    naming the file otherwise); a torn or damaged entry line (a crash mid-write) is skipped, so its
+    shard is rendered again, and an entry must name its own shard file (never a path elsewhere)."""
     path = directory / PROGRESS
     if not path.is_file():
         return None, {}
     header, entries = None, {}
-    for line in path.read_text().splitlines():
+    fix = "delete it (every shard is then checked and rendered again) or use a new folder"
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file; {fix}") from None
+    for line in lines:
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
+            if header is None:
+                raise ValueError(f"{path}: its first line is not JSON; {fix}") from None
             continue
         if header is None:
-            header = record
-        elif isinstance(record, dict) and "shard" in record:
-            entries[int(record["shard"])] = record
+            header = check_fields(f"{path}: line 1", record, JOURNAL_HEADER, fix)
+            if header["num_shards"] < 1:
+                raise ValueError(f"{path}: line 1: num_shards is {header['num_shards']}, expected >= 1; "
+                                 f"{fix}")
+            continue
+        try:
+            check_fields("", record, JOURNAL_ENTRY)
+        except ValueError:
+            continue
+        k = record["shard"]
+        if 0 <= k < header["num_shards"] and record["file"] == shard_name(k):
+            entries[k] = record
     return header, entries
 
 

@@ -46,6 +46,7 @@ from fdsl.platform.train.plots import CURVES_PNG, Panel, save_curves
 from fdsl.platform.train.run import (
     EVENTS_FILE,
     EXPERIMENT_FILE,
+    TRAIN_NAME,
     MetricsLog,
     connect_checked,
     fit,
@@ -319,6 +320,73 @@ def _check_resume(out: Path, experiment) -> None:
                              "(its checkpoints depend on it)")
 
 
+CHECKPOINT_GLOBALS = frozenset({
+    "deepspeed.runtime.zero.config.ZeroStageEnum", "deepspeed.utils.tensor_fragment.fragment_address",
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler"})
+"""The classes beyond torch's weights-only set that DeepSpeed's checkpoint files name (ZeRO stage,
+partition addresses, the loss scaler): nothing else may appear in a checkpoint that `--resume` loads."""
+
+
+def check_checkpoints(out: Path) -> int:
+    """Refuse (ValueError) a run folder whose checkpoint files could run code when loaded.
+
+    DeepSpeed loads its checkpoint files with `torch.load(weights_only=False)` (pickle): a crafted
+    file there would run code in every worker. Before a resume starts any worker, every `*.pt` file
+    of every checkpoint is scanned (torch's `get_unsafe_globals_in_checkpoint`: the pickle's opcodes,
+    nothing loaded) and must name only torch's weights-only types and `CHECKPOINT_GLOBALS`; each
+    checkpoint's client state must hold what the loop reads. Returns the number of files checked."""
+    import torch
+
+    checked = 0
+    for folder in sorted((out / TRAIN_NAME).glob("checkpoint_*")):
+        for path in sorted(p for p in folder.rglob("*.pt") if p.is_file()):
+            try:
+                unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
+            except (ValueError, RuntimeError, OSError, EOFError) as err:
+                raise ValueError(f"--resume: {path} is not a checkpoint file torch.save wrote ({err}); "
+                                 "refusing to load it: start the run anew in another --out") from None
+            foreign = [name for name in unsafe if name not in CHECKPOINT_GLOBALS]
+            if foreign:
+                raise ValueError(f"--resume: {path} names {foreign[0]!r}, which loading would call (not a "
+                                 "checkpoint fdsl or DeepSpeed wrote); refusing to load it: start the run "
+                                 "anew in another --out") from None
+            checked += 1
+        _check_client_state(folder)
+    return checked
+
+
+def _check_client_state(folder: Path) -> None:
+    """The client state of a checkpoint (DeepSpeed's model states or the torch engine's file): a dict
+    with an int step and world size and a dict scheduler state; ValueError naming the file otherwise."""
+    import torch
+
+    from fdsl.platform.train.engine import STATE_FILE
+
+    tag = folder / CKPT_TAG
+    files = [tag / STATE_FILE] if (tag / STATE_FILE).is_file() else \
+        sorted(tag.glob("mp_rank_*_model_states.pt"))
+    for path in files:
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # checked above: allowed ones
+        with torch.serialization.safe_globals([_import(name) for name in named]):  # usually none
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        client = state.get("client", state) if isinstance(state, dict) else None
+        problems = [] if isinstance(client, dict) else ["not a dict"]
+        if not problems:
+            problems = [f"{key} is not {kind.__name__}" for key, kind in
+                        (("step", int), ("world_size", int), ("scheduler", dict))
+                        if not isinstance(client.get(key), kind) or isinstance(client.get(key), bool)]
+        if problems:
+            raise ValueError(f"--resume: {path}: the checkpoint's client state is damaged ({problems[0]}); "
+                             "resume from another run, or start anew in another --out")
+
+
+def _import(qualified: str):
+    import importlib
+
+    module, _, name = qualified.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
 def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool = False) -> dict:
     """Every check that can fail before a worker starts; returns the train_func config.
 
@@ -334,6 +402,7 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
                              "start a new run, or use num_workers >= 1 for a run that can resume")
         out = Path(out).absolute()
         _check_resume(out, experiment)
+        check_checkpoints(out)
     else:
         out = refuse_used_folder(out, resumable=True)
     if data != "stream" and not Path(data).exists():

@@ -182,7 +182,8 @@ def test_damaged_synthesis_journal_is_one_line(command, case, tmp_path, capsys):
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "_progress.jsonl").write_bytes(JOURNALS[case])
-    argv = ["verify", str(folder)] if command == "verify" else ["generate", "debug-fractaldb", "--out", str(folder)]
+    argv = ["verify", str(folder)] if command == "verify" else \
+        ["generate", "debug-fractaldb", "--out", str(folder)]
     code, err = run_cli(capsys, argv)
     assert_one_line(code, err)
     assert "_progress.jsonl" in err and sorted(p.name for p in folder.iterdir() if p.name != ".lock") == \

@@ -207,3 +207,27 @@ def test_zz_report_case_counts():
     """How many cases each command got (printed with -s; the closing note quotes them)."""
     print("\nbad-input cases per command:", dict(sorted(CASES.items())))
     assert all(CASES[c] >= 40 for c in COMMANDS) and CASES["sweep"] >= 40
+
+
+def test_memory_estimate_separates_laptop_and_full_size_sections():
+    from fdsl.platform.train.memory import GIB, estimate_bytes
+
+    tiny = {"params": 5_700_000, "dim": 192, "depth": 12, "heads": 3, "patch": 16, "prefix": 1}
+    laptop = {"params": 254_784, "dim": 64, "depth": 6, "heads": 2, "patch": 4, "prefix": 1}
+    assert estimate_bytes(laptop, 128, [16], 1) < 4 * GIB
+    assert estimate_bytes(tiny, 256, [224] * 2 + [96] * 8, 1) > 40 * GIB  # the issue's DINO run
+    assert estimate_bytes(tiny, 256, [224] * 2, 2) > estimate_bytes(tiny, 256, [224] * 2, 1)
+
+
+def test_a_run_too_large_for_this_machine_is_one_line(tmp_path):
+    """The issue's pairing: a debug data preset's full-size DINO section on a laptop. Refused before
+    Ray starts (the estimate is ~53 GiB; skipped on a machine with that much memory)."""
+    import psutil
+    from conftest import run_fdsl
+
+    if psutil.virtual_memory().total > 53 * 1024**3:
+        pytest.skip("this machine could hold the run")
+    out = tmp_path / "ssl"
+    res = run_fdsl("ssl", "debug-fractaldb", "--dataset", "digits", "--out", str(out), timeout=120)
+    assert_one_line(res.returncode, res.stderr)
+    assert "needs about" in res.stderr and "laptop-* or debug-*" in res.stderr and not out.exists()

@@ -68,7 +68,6 @@ from fdsl.platform.train.weights import (
     WEIGHTS_FILE,
     build_model,
     check_buildable,
-    check_known,
     check_weights_fit,
     export_weights,
     freeze_backbone,
@@ -273,23 +272,22 @@ def prepare_finetune(experiment, weights: str, dataset: str | None, out: str | o
     if len(data.train_labels) == 0 or len(data.val_labels) == 0:
         raise ValueError(f"dataset: {cfg.dataset} has {len(data.train_labels)} training and "
                          f"{len(data.val_labels)} val images after subsampling; need at least one each")
-    _check_model(spec, data.num_classes)
+    shape = _check_model(spec, data.num_classes)
     loaded = check_weights_fit(spec, data.num_classes) if spec["kind"] == "run" else None
     loop = {"finetune": cfg.to_dict(), "weights": spec, "num_classes": data.num_classes,
             "num_train": len(data.train_labels), "run_dir": str(out),
+            "memory": {"shape": shape, "views": [spec["img_size"]]},
             "extra": {"dataset": cfg.dataset, "weights": spec, "head": head_info(spec, data.num_classes),
                       "weights_loaded_tensors": loaded}}
     return loop, data
 
 
-def _check_model(spec: dict, num_classes: int) -> None:
-    if spec["kind"] == "run":  # the weights' own architecture: it was built once already
-        check_known("finetune", spec["architecture"])
-        return
+def _check_model(spec: dict, num_classes: int) -> dict[str, int]:
+    """The model timm builds for `spec` (ValueError if it cannot): its shape, for the memory check."""
     kwargs = {"img_size": spec["img_size"]}
     if spec["patch_size"]:
         kwargs["patch_size"] = spec["patch_size"]
-    check_buildable("finetune", spec["architecture"], num_classes=num_classes, **kwargs)
+    return check_buildable("finetune", spec["architecture"], num_classes=num_classes, **kwargs)
 
 
 def training_dataset(data, cfg: FinetuneConfig, img_size: int):
@@ -370,7 +368,7 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
     loop, data = prepare_finetune(experiment, weights, dataset, out)
     cfg, spec = experiment.finetune, loop["weights"]
     out = Path(loop["run_dir"])
-    connect_checked(cfg, "finetune", address)
+    connect_checked(cfg, "finetune", address, memory=loop["memory"])
     quiet_data()  # one line per epoch, not bars
     head = loop["extra"]["head"]
     print(f"finetune: {spec['kind']} weights {spec['source']} -> {cfg.dataset} "

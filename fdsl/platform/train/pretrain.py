@@ -86,8 +86,8 @@ def input_normalization(cfg: PretrainConfig, model) -> tuple[tuple[float, ...], 
             tuple(model.pretrained_cfg.get("std", (0.5, 0.5, 0.5))))
 
 
-def check_model(cfg: PretrainConfig, num_classes: int) -> int:
-    """Fail early (ValueError) on a model timm does not know or cannot build; returns its parameters."""
+def check_model(cfg: PretrainConfig, num_classes: int) -> dict[str, int]:
+    """Fail early (ValueError) on a model timm does not know or cannot build; returns its shape."""
     return check_buildable("pretrain", cfg.model, lambda _, **__: create_model(cfg, num_classes),
                            img_size=cfg.img_size, patch_size=cfg.patch_size)
 
@@ -421,9 +421,9 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
         raise ValueError(f"pretrain.global_batch_size: got {cfg.global_batch_size}, but each of the "
                          f"{cfg.world_size} workers gets only {rows_per_worker} images per pass "
                          f"(micro batch {cfg.micro_batch_size}); lower the batch or the workers")
-    check_model(cfg, num_classes)
+    shape = check_model(cfg, num_classes)
     return {"pretrain": cfg.to_dict(), "num_classes": num_classes, "num_images": num_images,
-            "run_dir": str(out)}
+            "run_dir": str(out), "memory": {"shape": shape, "views": [cfg.img_size]}}
 
 
 def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = False,
@@ -437,7 +437,7 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     loop_config = prepare_run(experiment, data, out, resume=resume)
     cfg = experiment.pretrain
     out = Path(loop_config["run_dir"])
-    connect_checked(cfg, "pretrain", address)
+    connect_checked(cfg, "pretrain", address, memory=loop_config["memory"])
     quiet_data()
     source = open_source(experiment, data)
     write_experiment(out, experiment)

@@ -64,8 +64,12 @@ def refuse_used_folder(out: str | os.PathLike, *, resumable: bool = False) -> Pa
     return out
 
 
-def connect_checked(cfg: WorkersSection, section: str, address: str | None = None) -> None:
+def connect_checked(cfg: WorkersSection, section: str, address: str | None = None,
+                    memory: dict | None = None) -> None:
     """Join or start Ray (`fdsl.platform.connect.connect`); a local Ray started here must hold the run.
+
+    `memory` ({"shape": model shape, "views": image sizes per sample}): before a local Ray starts,
+    the run's estimated memory (`fdsl.platform.train.memory`) must fit this machine.
 
     Only a local Ray this call starts is checked: it never grows, so a run it cannot hold would wait
     for resources forever. A cluster joined by address or as a Ray job may autoscale (its GPU pool
@@ -77,6 +81,9 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
 
     from fdsl.platform.connect import connect
 
+    local = not address and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+    if local and memory:
+        _check_memory(cfg, section, memory)
     if not connect(address):
         return
     have, need_cpu = ray.cluster_resources(), cfg.cpus_needed()
@@ -89,6 +96,20 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
         raise ValueError(f"{section}.use_gpu: {cfg.num_workers} GPU workers requested, this machine's local "
                          f"Ray has {have.get('GPU', 0):g} GPUs; set use_gpu=false or fewer num_workers, or "
                          "pass --address of a cluster with GPUs")
+
+
+def _check_memory(cfg: WorkersSection, section: str, memory: dict) -> None:
+    from fdsl.platform.train.memory import check_fits, estimate_bytes
+
+    shape, views = memory["shape"], memory["views"]
+    processes = max(cfg.num_workers, 1)
+    need = estimate_bytes(shape, cfg.micro_batch_size, views, processes)
+    crops = f"{len(views)} views of {'/'.join(str(v) for v in sorted(set(views), reverse=True))} px" \
+        if len(views) > 1 else f"{views[0]} px"
+    model = f"a {shape['params'] / 1e6:.1f}M-parameter ViT, depth {shape['depth']}"
+    check_fits(section, need, f"{processes} x micro batch {cfg.micro_batch_size} of {model}, at {crops}",
+               f"lower {section}.global_batch_size, {section}.img_size or {section}.num_workers, or pair the "
+               "data preset with a section sized for a laptop (the laptop-* or debug-* presets)")
 
 
 def write_experiment(out: Path, experiment) -> None:

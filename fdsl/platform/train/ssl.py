@@ -401,8 +401,7 @@ def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike):
     if img_size % patch or local % patch:
         raise ValueError(f"ssl.local_img_size: crops of {img_size} and {local} px, expected multiples of "
                          f"patch_size {patch}")
-    check_buildable("ssl", arch, _headless,
-                    img_size=img_size, patch_size=patch)
+    shape = check_buildable("ssl", arch, _headless, img_size=img_size, patch_size=patch)
     data = load_target(cfg.dataset, train_fraction=cfg.train_fraction,
                        samples_per_class=cfg.samples_per_class, seed=cfg.seed)
     if len(data.train_labels) < cfg.micro_batch_size:
@@ -412,7 +411,8 @@ def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike):
     std = [pre.norm_std] * 3 if getattr(pre, "norm_std", None) is not None else [0.5] * 3
     loop = {"ssl": cfg.to_dict(), "num_train": len(data.train_labels), "run_dir": str(out),
             "model": {"architecture": arch, "img_size": img_size, "patch_size": patch, "local_size": local,
-                      "mean": mean, "std": std}}
+                      "mean": mean, "std": std},
+            "memory": {"shape": shape, "views": [img_size] * 2 + [local] * cfg.num_local_crops}}
     return loop, data
 
 
@@ -425,7 +425,7 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     loop, data = prepare_ssl(experiment, dataset, out)
     cfg, spec = experiment.ssl, loop["model"]
     out = Path(loop["run_dir"])
-    connect_checked(cfg, "ssl", address)
+    connect_checked(cfg, "ssl", address, memory=loop["memory"])
     quiet_data()
     write_experiment(out, experiment)
     rows = cfg.schedule(loop["num_train"])["total_steps"] * cfg.global_batch_size

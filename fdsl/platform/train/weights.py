@@ -99,10 +99,11 @@ def check_known(section: str, arch: str) -> str:
     return base
 
 
-def check_buildable(section: str, arch: str, build=None, **kwargs) -> int:
+def check_buildable(section: str, arch: str, build=None, **kwargs) -> dict[str, int]:
     """Fail early (ValueError naming `section`.model) on a model timm does not know or cannot build
-    with `kwargs`; returns its parameter count. `build(arch, **kwargs)` defaults to
-    `timm.create_model(arch, pretrained=False, **kwargs)`; it runs on the meta device (no memory)."""
+    with `kwargs`; returns its shape (`memory.vit_shape`: parameters, width, depth, heads, patch).
+    `build(arch, **kwargs)` defaults to `timm.create_model(arch, pretrained=False, **kwargs)`; it
+    runs on the meta device (no memory)."""
     import timm
     import torch
 
@@ -114,7 +115,9 @@ def check_buildable(section: str, arch: str, build=None, **kwargs) -> int:
     except (TypeError, ValueError, AssertionError, RuntimeError) as err:
         shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k in ("img_size", "patch_size"))
         raise ValueError(f"{section}.model: timm cannot build {arch!r} with {shown}: {err}") from None
-    return sum(p.numel() for p in model.parameters())
+    from fdsl.platform.train.memory import vit_shape
+
+    return vit_shape(model)
 
 
 # --- fine-tuning's --weights ---------------------------------------------------------------------

@@ -31,7 +31,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def stop_own_ray(temp_dir: str, timeout: float = 30.0) -> None:
+def stop_own_ray(temp_dir: str, timeout: float = 10.0) -> None:
     """Stop the Ray processes of the head started with `--temp-dir temp_dir` and their children:
     never Ray's own stop command, which ends every Ray on the machine (a user's included)."""
     import psutil

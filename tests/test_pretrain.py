@@ -342,9 +342,9 @@ def test_crafted_checkpoint_is_refused_before_any_worker(trained, data, tmp_path
     if craft == "pickle":
         torch.save({"x": _RunsAShellCommand(marker)}, next(state.glob("zero_pp_rank_0_*optim_states.pt")))
     elif craft == "not-torch":
-        (state / "mp_rank_00_model_states.pt").write_bytes(b"\x80\x04K\x01.")  # a bare pickle
+        next(state.glob("*model_states.pt")).write_bytes(b"\x80\x04K\x01.")  # a bare pickle
     else:
-        path = state / "mp_rank_00_model_states.pt"
+        path = next(state.glob("*model_states.pt"))
         states = torch.load(path, weights_only=True)
         torch.save({**states, "scheduler": [1, 2]}, path)
     start = time.perf_counter()

@@ -364,7 +364,7 @@ def _check_client_state(folder: Path) -> None:
 
     tag = folder / CKPT_TAG
     files = [tag / STATE_FILE] if (tag / STATE_FILE).is_file() else \
-        sorted(tag.glob("mp_rank_*_model_states.pt"))
+        sorted(tag.glob("*model_states.pt"))  # mp_rank_00_... or, with ZeRO-3, zero_pp_rank_N_mp_rank_00_...
     for path in files:
         named = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # checked above: allowed ones
         with torch.serialization.safe_globals([_import(name) for name in named]):  # usually none

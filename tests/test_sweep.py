@@ -91,6 +91,10 @@ def test_asha_sweep_killed_and_resumed(tmp_path):
     resumed = subprocess.run(_sweep_cmd(out, "--resume"), cwd=ROOT, env=env, capture_output=True,
                              text=True, timeout=900)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    shown = (resumed.stdout + resumed.stderr).splitlines()  # the console: progress, summary, logs
+    assert any(line.startswith("sweep: trial 4/4 (100%)") for line in shown), shown
+    assert shown[-1].startswith(f"logs: {out / 'logs'}/") and len(shown) <= 20, shown
+    assert not [line for line in shown if "(run_trial" in line or "Configuration for experiment" in line]
 
     completions = [json.loads(line)["trial"] for line in (out / COMPLETIONS).read_text().splitlines()]
     assert len(completions) == len(set(completions)), f"a trial ran twice to completion: {completions}"

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fdsl.atomic import atomic_path, check_writable
+from fdsl.atomic import check_writable, save_figure
 from fdsl.generators import Generator
 
 
@@ -55,10 +55,7 @@ def save_grid(path: str | os.PathLike, classes, instances, images, title: str) -
                 ax.set_title(f"inst {instances[c]}", fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def preview_experiment(exp, out: Path, num_classes: int = 8, num_instances: int = 8) -> Path:

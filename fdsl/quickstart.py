@@ -136,7 +136,7 @@ def save_comparison(summary: dict, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from fdsl.atomic import atomic_path
+    from fdsl.atomic import save_figure
 
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for k, seed in enumerate(summary["seeds"]):
@@ -153,10 +153,7 @@ def save_comparison(summary: dict, path: Path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_index(out: Path, summary: dict) -> Path:

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from fdsl.atomic import atomic_path, atomic_write_text
+from fdsl.atomic import atomic_write_text, save_figure
 from fdsl.platform.console import quiet_data
 from fdsl.platform.train.augment import DeviceBatch, augment_images
 from fdsl.platform.train.baselines import pixel_baselines
@@ -343,10 +343,7 @@ def save_confusion_png(confusion: np.ndarray, path: Path, title: str, class_name
                                 color="black" if rates[i, j] > 0.5 else "white")
     fig.colorbar(im, ax=ax, fraction=0.046)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 def _eval_text(row: dict) -> tuple[int, str]:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fdsl.atomic import atomic_path
+from fdsl.atomic import save_figure
 
 CURVES_PNG = "curves.png"
 
@@ -52,7 +52,4 @@ def save_curves(rows: Sequence[dict], path: Path, title: str, panels: Sequence[P
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

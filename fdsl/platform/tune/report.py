@@ -22,7 +22,7 @@ import json
 import os
 from pathlib import Path
 
-from fdsl.atomic import atomic_path, atomic_write_text
+from fdsl.atomic import atomic_path, atomic_write_text, save_figure
 from fdsl.schema import load_json
 
 TRIALS = "trials"
@@ -175,9 +175,7 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
         fig.suptitle(f"{metric} vs each swept parameter")
         fig.tight_layout()
         made["metric_vs_params"] = out / "metric_vs_params.png"
-        with atomic_path(made["metric_vs_params"]) as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
+        save_figure(fig, made["metric_vs_params"])
     curves = sorted({name for t in trials for name in t.get("curves", {})})
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.4), squeeze=False)
@@ -195,9 +193,7 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
             axes[0][-1].legend(fontsize=6)
         fig.tight_layout()
         made["learning_curves"] = out / "learning_curves.png"
-        with atomic_path(made["learning_curves"]) as tmp:
-            fig.savefig(tmp, dpi=90, format="png")
-        plt.close(fig)
+        save_figure(fig, made["learning_curves"])
     return made
 
 

@@ -348,9 +348,9 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; full log: {where}/{DRIVER_LOG}, Ray's logs: {where}/ray/" if where else ""),
               file=sys.stderr)
         return 1
-    if where:
-        print(f"logs: {where}/ ({DRIVER_LOG}; Ray's worker logs in ray/)"
-              if log.ray_logs else f"logs: {where}/{DRIVER_LOG}", file=sys.stderr if code else sys.stdout)
+    if where and code == 0:  # a user's mistake stays one line
+        print(f"logs: {where}/ ({DRIVER_LOG}; Ray's worker logs in ray/)" if log.ray_logs
+              else f"logs: {where}/{DRIVER_LOG}")
     return code
 
 

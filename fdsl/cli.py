@@ -16,7 +16,7 @@ from pathlib import Path
 
 from fdsl import __version__
 from fdsl.atomic import OutputError
-from fdsl.platform.console import DRIVER_LOG
+from fdsl.platform.console import DRIVER_LOG, VERBOSE_ENV
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 """What the code raises for a user's mistake (and `fdsl.atomic.OutputError`); anything else is a bug
@@ -328,7 +328,7 @@ RUN_COMMANDS = ("generate", "pretrain", "finetune", "ssl", "sweep", "quickstart"
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if getattr(args, "verbose", False):
-        os.environ["FDSL_VERBOSE"] = "1"
+        os.environ[VERBOSE_ENV] = "1"
     if args.command not in RUN_COMMANDS:
         return _run(args)
     from fdsl.platform.console import command_log

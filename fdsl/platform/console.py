@@ -154,9 +154,8 @@ def quiet_ray() -> None:
     if verbose():
         return
     for logger in _loggers():
-        for handler in logger.handlers:
-            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler) \
-                    and handler.stream in (sys.stderr, sys.stdout):
+        for handler in logger.handlers:  # console handlers; Ray's session-file handlers keep everything
+            if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
                 handler.setLevel(max(handler.level, logging.WARNING))
                 if not any(isinstance(f, _DropNotices) for f in handler.filters):
                     handler.addFilter(_DropNotices())
@@ -165,21 +164,16 @@ def quiet_ray() -> None:
 
 
 def quiet_data() -> None:
-    """Ray Data without progress bars, execution plans and per-dataset start/finish lines on the
-    console (one bar per pass per worker otherwise); its full log stays in Ray's session folder
-    (`logs/ray-data/`). Applies to this process's DataContext, also with --verbose (fdsl prints
-    its own progress)."""
+    """Ray Data without progress bars (one bar per pass per worker otherwise: fdsl prints its own
+    progress, also with --verbose) and, unless --verbose, without its execution plans and
+    per-dataset start/finish lines on the console (`quiet_ray`); its full log stays in Ray's
+    session folder (`logs/ray-data/`)."""
     import ray.data
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
     quiet_ray()
-    for handler in logging.getLogger("ray.data").handlers:  # the console's; the session file keeps all
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.WARNING)
-            if not any(isinstance(f, _DropNotices) for f in handler.filters):
-                handler.addFilter(_DropNotices())
     # Ray Data's own use of its deprecated option, once per process: nothing a user can change
     warnings.filterwarnings("ignore", message=r".*ExecutionOptions\.exclude_resources.*")
 

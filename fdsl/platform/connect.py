@@ -45,6 +45,14 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
+def starts_local(address: str | None = None) -> bool:
+    """Whether `connect(address)` would start a local Ray (no address, not inside a Ray job, no
+    Ray in this process yet): then the run must fit this machine."""
+    import ray
+
+    return not address and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
+
+
 def start_local(num_cpus: int | None = None) -> None:
     """A new local Ray of our own, even if another one runs on this machine, with its dashboard on
     127.0.0.1 only (a free port): Ray Train's PlacementGroupCleaner asks the State API whether the

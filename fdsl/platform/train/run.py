@@ -79,10 +79,9 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
     """
     import ray
 
-    from fdsl.platform.connect import connect
+    from fdsl.platform.connect import connect, starts_local
 
-    local = not address and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
-    if local and memory:
+    if memory and starts_local(address):
         _check_memory(cfg, section, memory)
     if not connect(address):
         return

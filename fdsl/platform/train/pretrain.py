@@ -339,6 +339,7 @@ def check_checkpoints(out: Path) -> int:
 
     checked = 0
     for folder in sorted((out / TRAIN_NAME).glob("checkpoint_*")):
+        named: dict[Path, list[str]] = {}  # each file's allowed non-torch globals, scanned once
         for path in sorted(p for p in folder.rglob("*.pt") if p.is_file()):
             try:
                 unsafe = torch.serialization.get_unsafe_globals_in_checkpoint(path)
@@ -350,14 +351,16 @@ def check_checkpoints(out: Path) -> int:
                 raise ValueError(f"--resume: {path} names {foreign[0]!r}, which loading would call (not a "
                                  "checkpoint fdsl or DeepSpeed wrote); refusing to load it: start the run "
                                  "anew in another --out") from None
+            named[path] = unsafe
             checked += 1
-        _check_client_state(folder)
+        _check_client_state(folder, named)
     return checked
 
 
-def _check_client_state(folder: Path) -> None:
+def _check_client_state(folder: Path, named: dict[Path, list[str]]) -> None:
     """The client state of a checkpoint (DeepSpeed's model states or the torch engine's file): a dict
-    with an int step and world size and a dict scheduler state; ValueError naming the file otherwise."""
+    with an int step and world size and a dict scheduler state; ValueError naming the file otherwise.
+    `named`: the globals `check_checkpoints` found (and allowed) in each file."""
     import torch
 
     from fdsl.platform.train.engine import STATE_FILE
@@ -366,8 +369,7 @@ def _check_client_state(folder: Path) -> None:
     files = [tag / STATE_FILE] if (tag / STATE_FILE).is_file() else \
         sorted(tag.glob("*model_states.pt"))  # mp_rank_00_... or, with ZeRO-3, zero_pp_rank_N_mp_rank_00_...
     for path in files:
-        named = torch.serialization.get_unsafe_globals_in_checkpoint(path)  # checked above: allowed ones
-        with torch.serialization.safe_globals([_import(name) for name in named]):  # usually none
+        with torch.serialization.safe_globals([_import(name) for name in named[path]]):  # usually none
             state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         client = state.get("client", state) if isinstance(state, dict) else None
         problems = [] if isinstance(client, dict) else ["not a dict"]

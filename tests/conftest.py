@@ -17,6 +17,13 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _sweep_seal_key(tmp_path_factory):
+    """Sweeps sign their Tune state with a key in the user's home: the tests' sweeps (and the
+    commands they start, which inherit the environment) use a key of their own instead."""
+    os.environ.setdefault("FDSL_SEAL_KEY", str(tmp_path_factory.mktemp("seal") / "sweep-seal.key"))
+
+
 def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `code` in a new Python process (same interpreter and environment)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

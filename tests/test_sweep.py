@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -165,6 +166,48 @@ def test_finetuning_sweep_ranks_settings_over_seeds_in_local_mode(ray_local, tmp
     assert sorted(s["params"]["finetune.lr"] for s in settings) == [1e-3, 3e-3]
     assert all(s["n"] == 2 for s in settings) and settings[0]["mean"] >= settings[1]["mean"]
     assert describe_best(summary).startswith("best setting {'finetune.lr'")
+    _resume_refuses_what_the_sweep_did_not_write(sweep, tmp_path / "s", tmp_path / "ran")
+
+
+def _resume_refuses_what_the_sweep_did_not_write(sweep, out: Path, marker: Path) -> None:
+    """`--resume` lets Tune unpickle only files whose sha256 the sweep recorded and signed: its own
+    state resumes (nothing re-runs); a crafted tuner.pkl, a planted pickle, an edited experiment
+    state or a re-signed seal are refused before Tune reads anything, and run nothing."""
+    import pickle
+
+    from fdsl.platform.tune.seal import SEAL_FILE, check_seal
+    from fdsl.platform.tune.sweep import run_sweep
+
+    tune_dir = out / "tune"
+    assert check_seal(tune_dir) >= 3  # tuner.pkl, the experiment state, the searcher's state
+    again = run_sweep(sweep, "seeds", out, check_sweep(sweep), resume=True)
+    assert (again["trials"], again["errors"]) == (4, 0)
+    assert len((out / COMPLETIONS).read_text().splitlines()) == 4  # nothing ran twice
+
+    class Crafted:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    def refused(match: str) -> None:
+        with pytest.raises(ValueError, match=match):
+            run_sweep(sweep, "seeds", out, check_sweep(sweep), resume=True)
+        assert not marker.exists()
+
+    tuner = tune_dir / "tuner.pkl"
+    original = tuner.read_bytes()
+    tuner.write_bytes(pickle.dumps(Crafted()))
+    refused(r"tuner\.pkl is not a file this sweep wrote")
+    tuner.write_bytes(original)
+    (tune_dir / "searcher-state-x.pkl").write_bytes(pickle.dumps(Crafted()))
+    refused(r"searcher-state-x\.pkl is not a file this sweep wrote")
+    (tune_dir / "searcher-state-x.pkl").unlink()
+    state = sorted(tune_dir.glob("experiment_state-*.json"))[-1]
+    state.write_text(state.read_text() + " ")  # still valid JSON, another sha256
+    refused(r"experiment_state-.*\.json is not a file this sweep wrote")
+    seal = json.loads((out / SEAL_FILE).read_text())  # whoever edits files can edit the seal, not sign it
+    seal["files"][state.name].append(hashlib.sha256(state.read_bytes()).hexdigest())
+    (out / SEAL_FILE).write_text(json.dumps(seal))
+    refused("tune-seal.json is missing, damaged or signed by another key")
 
 
 def test_a_finetuning_sweep_takes_finetune_fields_only():

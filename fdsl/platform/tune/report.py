@@ -189,7 +189,7 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
             ax.set_xlabel("epoch" if name.startswith("finetune") else "step")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are counts
             ax.grid(alpha=0.3)
-        if len(trials) <= 12:
+        if len(trials) <= 12 and axes[0][-1].get_legend_handles_labels()[0]:
             axes[0][-1].legend(fontsize=6)
         fig.tight_layout()
         made["learning_curves"] = out / "learning_curves.png"

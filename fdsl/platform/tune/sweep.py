@@ -12,6 +12,7 @@ Sweep folder:
     datasets/<fingerprint>/  data sets, cached by the hash of what determines their bytes
     trials/<trial>/          trial.json (params, metrics, curves), preview.png, pretrain/, finetune/
     tune/                    Ray Tune's experiment state (what `--resume` restores)
+    tune-seal.json           sha256 of each file in tune/ that Tune may unpickle, signed (seal.py)
     report.md, report.html, trials.csv, plots/
 """
 
@@ -172,6 +173,7 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
     from ray.tune.search import BasicVariantGenerator
 
     from fdsl.platform.tune.progress import SweepProgress, expected_trials
+    from fdsl.platform.tune.seal import SealCallback
 
     # max_t beyond the number of reports: a trial must end on its own, never be cut at its last
     # report while its trainer still holds CPUs (see RAY_NOTES on 2-CPU machines)
@@ -201,7 +203,7 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
         # prints trials done / running / pending instead; errors are still raised and logged
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=str(sweep_dir), verbose=0,
-            callbacks=[SweepProgress(expected_trials(sweep), sweep.metric, sweep.mode)]))
+            callbacks=[SweepProgress(expected_trials(sweep), sweep.metric, sweep.mode), SealCallback()]))
 
 
 def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base) -> None:
@@ -249,6 +251,7 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
     from ray import tune
 
     from fdsl.platform.connect import connect
+    from fdsl.platform.tune.seal import check_seal
 
     sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
     sweep.check_space(base)
@@ -260,11 +263,13 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
         resolve_weights(sweep.weights, base.finetune, base.pretrain)
     sweep_dir = check_writable(out).resolve()
     _prepare(sweep, name, sweep_dir, resume, base)
+    tune_path = sweep_dir / TUNE_NAME
+    if resume:  # before Ray starts: Tune unpickles these files, only our own may be there
+        check_seal(tune_path)
     connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
     # a trial waits on its trainers' workers; a local-mode trainer (num_workers=0) trains in the trial
     local = base.finetune.local_mode or (not sweep.weights and base.pretrain.local_mode)
     trainable = tune.with_resources(run_trial, {"cpu": base.finetune.cpus_per_worker if local else 0.1})
-    tune_path = sweep_dir / TUNE_NAME
     start = time.perf_counter()
     if resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import json
+import os
 import typing
 
 import pytest
@@ -201,6 +202,43 @@ def test_journal_entries_that_are_damaged_are_skipped(tmp_path):
     (tmp_path / "_progress.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n{\"torn")
     header, entries = load_progress(tmp_path)
     assert header == HEADER and list(entries) == [1]
+
+
+SEALS = {
+    "missing": None,
+    "not json": b"{",
+    "a list": b"[1]",
+    "files a list": json.dumps({"files": [], "hmac": "0" * 64}).encode(),
+    "no hmac": json.dumps({"files": {"tuner.pkl": ["0" * 64]}}).encode(),
+    "hmac of another key": json.dumps({"files": {"tuner.pkl": ["0" * 64]}, "hmac": "ab" * 32}).encode(),
+    "binary": bytes(range(256)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEALS))
+def test_damaged_sweep_seal_on_resume_is_one_line(case, tmp_path, capsys):
+    """`sweep --resume` of a folder whose tune/ holds a pickle that would run a command: refused,
+    whatever the seal beside it holds, before Ray starts or anything is written or unpickled."""
+    import pickle
+
+    sweep = get_sweep("debug-variety")
+    out, marker = tmp_path / "s", tmp_path / "ran"
+    (out / "tune").mkdir(parents=True)
+    (out / "sweep.json").write_text(json.dumps({"name": "debug-variety", **sweep.to_dict()}))
+
+    class Crafted:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (out / "tune" / "tuner.pkl").write_bytes(pickle.dumps(Crafted()))
+    if SEALS[case] is not None:
+        (out / "tune-seal.json").write_bytes(SEALS[case])
+    before = sorted(p.name for p in out.iterdir())
+    code, err = run_cli(capsys, ["sweep", "debug-variety", "--out", str(out), "--resume"])
+    assert_one_line(code, err)
+    assert "tune-seal.json" in err and not marker.exists()
+    assert sorted(p.name for p in out.iterdir()) == before
+    CASES["sweep --resume (tune-seal.json)"] += 1
 
 
 def test_zz_report_case_counts():

@@ -219,6 +219,10 @@ def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base)
                              "`fdsl report` to re-write its report")
     elif resume:
         raise FileNotFoundError(f"{saved} not found: nothing to resume in {sweep_dir}")
+    if resume:  # before Ray starts and before we write: Tune unpickles these files, only ours may be there
+        from fdsl.platform.tune.seal import check_seal
+
+        check_seal(sweep_dir / TUNE_NAME)
     sweep_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(sweep_dir / BASE_FILE, json.dumps(base.to_dict(), indent=2) + "\n")
     atomic_write_text(saved, json.dumps(wanted, indent=2) + "\n")
@@ -251,7 +255,6 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
     from ray import tune
 
     from fdsl.platform.connect import connect
-    from fdsl.platform.tune.seal import check_seal
 
     sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
     sweep.check_space(base)
@@ -264,8 +267,6 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
     sweep_dir = check_writable(out).resolve()
     _prepare(sweep, name, sweep_dir, resume, base)
     tune_path = sweep_dir / TUNE_NAME
-    if resume:  # before Ray starts: Tune unpickles these files, only our own may be there
-        check_seal(tune_path)
     connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
     # a trial waits on its trainers' workers; a local-mode trainer (num_workers=0) trains in the trial
     local = base.finetune.local_mode or (not sweep.weights and base.pretrain.local_mode)

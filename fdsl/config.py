@@ -89,6 +89,12 @@ class Config:
         return cls(**kwargs)
 
 
+def check_resource_name(name: str, value: str) -> None:
+    """A custom Ray resource name (letters, digits, '_' or '-'), or empty; ValueError otherwise."""
+    if value and not value.replace("_", "").replace("-", "").isalnum():
+        raise ValueError(f"{name}: got {value!r}, expected a Ray resource name (letters, digits, '_' or '-')")
+
+
 def _has_type(value: Any, kind: Any) -> bool:
     """Whether a JSON-loaded `value` fits the field type `kind` (a bool is no number; an int is a float)."""
     if kind is Any or isinstance(kind, typing.TypeVar):

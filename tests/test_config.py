@@ -115,3 +115,18 @@ def test_local_mode_batch_is_the_whole_step():
     cfg = get_preset("debug-vit", ["pretrain.num_workers=0", "pretrain.use_deepspeed=false",
                                    "pretrain.zero_stage=0"]).pretrain
     assert (cfg.local_mode, cfg.world_size, cfg.micro_batch_size, cfg.cpus_needed()) == (True, 1, 32, 1.0)
+
+
+def test_workers_ask_for_their_pool_and_placement():
+    """`worker_resource` and `placement_strategy` reach Ray Train's ScalingConfig; a bad name is one
+    ValueError naming the field."""
+    exp = get_preset("debug-vit", ["pretrain.num_workers=2", "pretrain.worker_resource=train_gpu",
+                                   "pretrain.placement_strategy=STRICT_SPREAD"])
+    scaling = exp.pretrain.scaling_config()
+    assert scaling.resources_per_worker == {"CPU": exp.pretrain.cpus_per_worker, "train_gpu": 1}
+    assert scaling.placement_strategy == "STRICT_SPREAD"
+    assert get_preset("debug-vit").pretrain.scaling_config().placement_strategy == "PACK"
+    with pytest.raises(ValueError, match="worker_resource: got 'a b'"):
+        get_preset("debug-vit", ["pretrain.worker_resource=a b"])
+    with pytest.raises(ValueError, match="placement_strategy"):
+        get_preset("debug-vit", ["pretrain.placement_strategy=RANDOM"])

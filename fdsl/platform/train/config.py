@@ -20,7 +20,7 @@ import dataclasses
 import math
 from typing import Literal
 
-from fdsl.config import Config
+from fdsl.config import Config, check_resource_name
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 OPTIMIZERS = ("sgd", "adamw")
@@ -46,6 +46,12 @@ class WorkersSection(Config):
     """One GPU per worker (NCCL); false: CPU workers (gloo)."""
     cpus_per_worker: float = 1.0
     """CPUs each training worker reserves in Ray (leave some for the augmentation tasks)."""
+    worker_resource: str = ""
+    """Custom Ray resource each worker also needs, one unit (e.g. "train_gpu": only the training
+    pool's nodes have it, so training scales that pool); empty: any node with the CPUs/GPU."""
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_SPREAD"] = "PACK"
+    """How Ray places the workers' bundles: PACK fills a node first; STRICT_SPREAD puts each worker
+    on a different node (a node loss then costs one worker, and the drills test exactly that)."""
     threads_per_worker: int = 0
     """torch intra-op threads per worker; 0 keeps Ray's default (the worker's CPUs, at least 1)."""
     augment_cpus: float = 1.0
@@ -67,6 +73,8 @@ class WorkersSection(Config):
             raise ValueError("num_workers: got 0 (local mode, the calling process on its CPU) with "
                              "use_gpu=true; set num_workers >= 1 for GPU workers")
         self._check_range("cpus_per_worker", 0.01, 1024)
+        check_resource_name("worker_resource", self.worker_resource)
+        self._check_choice("placement_strategy", ("PACK", "SPREAD", "STRICT_SPREAD"))
         self._check_range("threads_per_worker", 0, 1024)
         self._check_range("augment_cpus", 0.01, 1024)
         self._check_range("augment_batch_size", 1, 100_000)
@@ -93,9 +101,10 @@ class WorkersSection(Config):
         """Ray Train's ScalingConfig of the run: num_workers, each with its CPUs (and one GPU)."""
         from ray.train import ScalingConfig
 
-        resources = {"CPU": self.cpus_per_worker} | ({"GPU": 1} if self.use_gpu else {})
+        resources = ({"CPU": self.cpus_per_worker} | ({"GPU": 1} if self.use_gpu else {})
+                     | ({self.worker_resource: 1} if self.worker_resource else {}))
         return ScalingConfig(num_workers=self.num_workers, use_gpu=self.use_gpu,
-                             resources_per_worker=resources)
+                             resources_per_worker=resources, placement_strategy=self.placement_strategy)
 
 
 @dataclasses.dataclass

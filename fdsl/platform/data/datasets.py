@@ -135,3 +135,29 @@ def read_images(directory: str | os.PathLike, pairs: list[tuple[int, int]]) -> l
         for (k, _), image in zip(items, rows["image"], strict=True):
             out[k] = image
     return out
+
+
+NODE_LOSS_ATTEMPTS = 3
+
+
+def take_all(ds, what: str, log=print) -> list[dict]:
+    """`ds.take_all()`, again (up to NODE_LOSS_ATTEMPTS in all) when a Ray node was lost under it.
+
+    On an autoscaling cluster a node the autoscaler is removing as idle can still be handed one of
+    Ray Data's read tasks or metadata actors, which then die with it ("Terminated by autoscaler";
+    seen in the local cluster drill), and Ray Data does not retry a lost actor. The read itself is
+    deterministic, so it is simply run again."""
+    import ray.exceptions
+
+    for attempt in range(1, NODE_LOSS_ATTEMPTS + 1):
+        try:
+            return ds.take_all()
+        except ray.exceptions.RayError as err:
+            text = str(err)
+            lost = any(m in text for m in ("node has died", "NodeDiedError", "ActorDiedError",
+                                           "Terminated by autoscaler", "ObjectLostError"))
+            if not lost or attempt == NODE_LOSS_ATTEMPTS:
+                raise
+            log(f"{what}: a Ray node was lost while reading ({type(err).__name__}); reading again "
+                f"({attempt + 1}/{NODE_LOSS_ATTEMPTS})")
+    raise AssertionError("the loop returns or raises")

@@ -58,6 +58,8 @@ class SynthesisResult:
     """Wall time of the Ray Data pipeline alone (first task submitted to last shard written)."""
     task_seconds: float = 0.0
     """Sum of the render tasks' own wall times (rendering, encoding, writing, hashing)."""
+    nodes: dict[str, int] = dataclasses.field(default_factory=dict)
+    """Shards this run rendered per Ray node id."""
 
     @property
     def images(self) -> int:
@@ -71,8 +73,9 @@ class SynthesisResult:
                     f"{m['num_shards']} shards, {m['bytes_per_image']:.0f} bytes/image "
                     f"({self.seconds:.1f} s)")
         rate = self.images / max(self.render_seconds, 1e-9)
-        return (f"generate: {self.images} images ({len(self.rendered)} of {m['num_shards']} shards) in "
-                f"{self.render_seconds:.1f} s ({self.seconds:.1f} s in all), {rate:.1f} images/s, "
+        spread = f" on {len(self.nodes)} nodes" if len(self.nodes) > 1 else ""
+        return (f"generate: {self.images} images ({len(self.rendered)} of {m['num_shards']} shards{spread}) "
+                f"in {self.render_seconds:.1f} s ({self.seconds:.1f} s in all), {rate:.1f} images/s, "
                 f"{m['bytes_per_image']:.0f} bytes/image -> {self.directory}")
 
 def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
@@ -112,6 +115,7 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
             tmp.unlink(missing_ok=True)
         render_start, task_seconds = time.perf_counter(), 0.0
         images_done, shown = 0, console.Progress("generate", len(todo), unit="shard")
+        nodes: dict[str, int] = {}
         try:
             if todo:
                 for done, entry in enumerate(_render_shards(experiment, out, todo, num_cpus), 1):
@@ -124,6 +128,7 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
                         log(f"generate: warning: {entry['file']} re-rendered with other bytes")
                     good[entry["shard"]] = entry
                     task_seconds += entry.get("seconds", 0.0)
+                    nodes[entry["node"]] = nodes.get(entry["node"], 0) + 1
                     progress.add(entry)
         finally:
             progress.close()
@@ -135,8 +140,11 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
         (out / PROGRESS).unlink()
         for tmp in out.glob(TMP_GLOB):
             tmp.unlink(missing_ok=True)
+    if len(nodes) > 1:  # on a cluster: where the shards were rendered (the journal had it per shard)
+        counts = ", ".join(f"{n[:6]}..{n[-6:]} {c}" for n, c in sorted(nodes.items()))
+        log(f"generate: shards per node: {counts}")
     return _finish(SynthesisResult(str(out), manifest, todo, time.perf_counter() - start, render_seconds,
-                                   task_seconds), log)
+                                   task_seconds, nodes), log)
 
 
 def _finish(result: SynthesisResult, log) -> SynthesisResult:
@@ -208,13 +216,15 @@ def _write_shards(batch: dict, *, out_dir: str, generator: tuple[str, str], synt
     would wrap a raised one in a generic "UDF failed" error. Other exceptions are bugs and raise.
     """
     import numpy as np
+    import ray
 
+    node = ray.get_runtime_context().get_node_id()  # kept in the journal: which node wrote which shard
     entries = []
     for group in batch["shards"]:
         for k in group:
             try:
                 entry = write_shard(out_dir, int(k), generator=generator, synthesis=synthesis)
-                entries.append(json.dumps(entry))
+                entries.append(json.dumps({**entry, "node": node}))
             except OSError as err:
                 entries.append(json.dumps({"error": f"{shard_name(int(k))}: {type(err).__name__}: {err}"}))
                 break
@@ -253,6 +263,10 @@ def _render_shards(experiment, out: Path, todo: list[int], num_cpus: int | None)
     syn = experiment.synthesis
     cap = None if num_cpus is None else max(1, int(num_cpus / syn.num_cpus_per_task))
     slots = cap or max(1, int(ray.cluster_resources().get("CPU", 1) / syn.num_cpus_per_task))
+    if syn.task_resource and cap is None:
+        # a cluster pool, which may be scaled to zero now: one shard per task, so that the
+        # autoscaler sees the whole demand (and a lost node costs one shard each)
+        slots = len(todo)
     groups = task_groups(todo, slots)
     ds = ray.data.from_items([{"shards": g} for g in groups], override_num_blocks=len(groups))
     ds = ds.map_batches(

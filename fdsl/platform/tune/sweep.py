@@ -203,6 +203,7 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
         # prints trials done / running / pending instead; errors are still raised and logged
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=str(sweep_dir), verbose=0,
+            failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
             callbacks=[SweepProgress(expected_trials(sweep), sweep.metric, sweep.mode), SealCallback()]))
 
 
@@ -270,7 +271,10 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
     connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
     # a trial waits on its trainers' workers; a local-mode trainer (num_workers=0) trains in the trial
     local = base.finetune.local_mode or (not sweep.weights and base.pretrain.local_mode)
-    trainable = tune.with_resources(run_trial, {"cpu": base.finetune.cpus_per_worker if local else 0.1})
+    resources = {"cpu": base.finetune.cpus_per_worker if local else 0.1}
+    if sweep.trial_resource:
+        resources[sweep.trial_resource] = 1
+    trainable = tune.with_resources(run_trial, resources)
     start = time.perf_counter()
     if resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)

@@ -21,7 +21,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-from fdsl.config import Config, apply_overrides, leaf_paths
+from fdsl.config import Config, apply_overrides, check_resource_name, leaf_paths
 
 TRIAL_METRICS = ("finetune_top1", "finetune_top5", "finetune_loss", "train_loss")
 """What every trial reports to Tune after each fine-tuning evaluation: the metrics a sweep can rank by."""
@@ -56,6 +56,12 @@ class SweepConfig(Config):
     """ASHA: fine-tuning epochs every trial runs before it can be stopped."""
     seed: int = 0
     """Seed of the search algorithm (Optuna/random)."""
+    trial_resource: str = ""
+    """Custom Ray resource each trial holds one unit of (e.g. "train_gpu": trials run on the training
+    pool's nodes, as many at once as it has units); empty: any node."""
+    max_failures: int = 0
+    """Times Tune restarts a trial that failed (its process or node died, or it raised) before
+    marking it failed; a restarted trial runs from its beginning."""
     weights: str = ""
     """'' : every trial generates (or reuses) its data set and pre-trains. Else every trial only
     fine-tunes these weights (a `fdsl pretrain` / `fdsl ssl` run folder, `scratch` or `timm:<name>`),
@@ -71,6 +77,8 @@ class SweepConfig(Config):
         self._check_range("max_concurrent_trials", 1, 10_000)
         self._check_range("grace_period", 1, 10_000)
         self._check_range("seed", 0, 2**31 - 1)
+        check_resource_name("trial_resource", self.trial_resource)
+        self._check_range("max_failures", 0, 1000)
         if not self.space:
             raise ValueError("space: got an empty search space, expected at least one parameter")
 

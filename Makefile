@@ -14,7 +14,8 @@ STAMP := $(VENV)/.fdsl-installed
 TORCH := torch==2.14.1 torchvision==0.29.1
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: install quickstart test test-fast lint bench clean
+.PHONY: install quickstart test test-fast test-cluster cluster-up cluster-down cluster-drill lint bench clean
+CLUSTER_DIR ?= runs/local-cluster
 
 install: $(STAMP)
 
@@ -38,12 +39,27 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest --durations=15
+	$(BIN)/python -m pytest --durations=15 -m "not cluster"
+
+# the multi-node drills on a local autoscaling cluster (deploy/local; about 12 minutes); CI runs it too
+test-cluster: $(STAMP)
+	$(BIN)/python -m pytest -m cluster -s
+
+# a local autoscaling multi-node Ray cluster (Ray's fake multi-node provider; docs/cluster.md)
+cluster-up: $(STAMP)
+	$(BIN)/python deploy/local/cluster.py up --dir $(CLUSTER_DIR)
+
+cluster-down: $(STAMP)
+	$(BIN)/python deploy/local/cluster.py down --dir $(CLUSTER_DIR)
+
+# every drill on a cluster of its own, one JSON line at the end (docs/cluster.md)
+cluster-drill: $(STAMP)
+	$(BIN)/python benchmarks/cluster_drill.py --dir runs/cluster-drill-$$(date +%Y%m%d-%H%M%S)
 
 # the tests that start no Ray and train nothing (about a minute): the loop while editing
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not cluster"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

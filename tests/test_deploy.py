@@ -421,3 +421,21 @@ def test_token_auth_never_switched_off_in_configs():
 ])
 def test_dashboard_pattern(line, public):
     assert bool(PUBLIC_DASHBOARD.search(line)) is public
+
+
+def test_local_cluster_mirrors_the_cloud_pools():
+    """deploy/local/cluster.yaml: the pools of cluster.yaml (head with no CPU, a synth pool with the
+    `synth` resource, a training pool with `train_gpu`), both starting empty, through the provider
+    subclass that replaces lost nodes."""
+    import yaml
+
+    cloud = yaml.safe_load(CLUSTER_YAML.read_text())["available_node_types"]
+    local = yaml.safe_load((ROOT / "deploy" / "local" / "cluster.yaml").read_text())
+    types = local["available_node_types"]
+    assert types[local["head_node_type"]]["resources"]["CPU"] == cloud["head"]["resources"]["CPU"] == 0
+    assert "synth" in types["synth-cpu"]["resources"] and "synth" in cloud["synth-cpu"]["resources"]
+    assert "train_gpu" in types["train-cpu"]["resources"] and "train_gpu" in cloud["train-gpu"]["resources"]
+    assert types["synth-cpu"]["min_workers"] == types["train-cpu"]["min_workers"] == 0
+    assert local["provider"] == {**local["provider"], "type": "external",
+                                 "module": "fdsl_local_provider.LocalFakeProvider"}
+    assert (ROOT / "deploy" / "local" / "fdsl_local_provider.py").is_file()

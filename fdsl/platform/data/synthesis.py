@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -102,6 +103,8 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
             manifest = load_manifest(out)
             return _finish(SynthesisResult(str(out), manifest, [], time.perf_counter() - start), log)
         if todo:
+            if experiment.synthesis.task_resource:
+                _no_ray_data_resource_requests()
             connect(address, num_cpus)  # before writing anything: a bad --address leaves no trace
             quiet_data()  # progress below, one line at a time, instead of Ray Data's blocks
         for name, problem in sorted(bad.items()):
@@ -254,6 +257,26 @@ def task_groups(todo: list[int], slots: int) -> list[list[int]]:
         groups.append(todo[at:at + n])
         at += n
     return groups
+
+
+RAY_DATA_UTIL_THRESHOLDS = tuple(f"RAY_DATA_DEFAULT_CLUSTER_SCALING_UP_{kind}_UTIL_THRESHOLD"
+                                 for kind in ("CPU", "GPU", "MEMORY", "OBJECT_STORE_MEMORY"))
+
+
+def _no_ray_data_resource_requests() -> None:
+    """Keep Ray Data from asking the autoscaler for plain CPU bundles during synthesis on a pool.
+
+    Ray Data's cluster autoscaler (rate-based, in this driver) requests `{CPU: n}` bundles when the
+    cluster is busy; they carry no custom resource, so with the `synth` pool at its maximum they
+    started nodes of the *training* pool, which no render task can use (seen in the local cluster
+    drill: 2 train-cpu nodes during synthesis; on AWS they would be GPU nodes, idle until their
+    idle timeout). The render tasks' own demand, which does carry `task_resource`, already scales
+    the right pool: utilisation thresholds above 100% turn Ray Data's requests off. Ray Data reads
+    them when it is imported, so this runs before Ray starts (a user's own setting is kept)."""
+    if "ray.data" in sys.modules:
+        return  # imported already (a library caller): its settings stand
+    for name in RAY_DATA_UTIL_THRESHOLDS:
+        os.environ.setdefault(name, "1.01")
 
 
 def _render_shards(experiment, out: Path, todo: list[int], num_cpus: int | None):

@@ -22,6 +22,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -121,14 +122,21 @@ def run_trial(config: dict[str, Any]) -> None:
     name = ray.tune.get_context().get_trial_name()
     trial_dir = sweep_dir / TRIALS / name
     trial_dir.mkdir(parents=True, exist_ok=True)
+    attempts = 1
     if (trial_dir / TRIAL_FILE).is_file():
         done = json.loads((trial_dir / TRIAL_FILE).read_text())
         if done.get("status") == "done":  # finished before a crash that Tune's state did not see
             ray.tune.report({k: v for k, v in done["metrics"].items() if isinstance(v, (int, float))})
             return
+        # an attempt of this trial that died (its node or the sweep's driver was lost, or it
+        # raised): its partial runs are this trial's own, and it starts over
+        attempts = int(done.get("attempts", 1)) + 1
+        for partial in ("pretrain", "finetune"):
+            shutil.rmtree(trial_dir / partial, ignore_errors=True)
     base = Experiment.from_dict(json.loads((sweep_dir / BASE_FILE).read_text()))
     experiment = apply_overrides(base, trial_overrides(params))
-    record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {}}
+    record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {},
+              "attempts": attempts}
     weights = config.get("weights") or ""
     if weights:  # a fine-tuning sweep: the same weights in every trial
         record["weights"] = weights

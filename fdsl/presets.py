@@ -371,3 +371,18 @@ def laptop_exfractaldb() -> Experiment:
     return _laptop(Experiment(generator="exfractaldb", data=ExFractalDBConfig(
         **_LAPTOP_SET, image_size=32, num_points=3000, search_points=3000)), 0.106, 0.308)
 
+
+
+@preset("laptop-dino")
+def laptop_dino() -> Experiment:
+    """DINO on a laptop: the laptop backbone (test_vit 16px) on digits' 1,438 training images, 40 epochs."""
+    # Over ~900 steps DINO's defaults collapse here (docs/finetune.md): a faster teacher (momentum
+    # 0.98), the last layer frozen 4 epochs, no local crops (an 8 px crop of an 8 x 8 digit holds a
+    # few source pixels), global crops from 30 %, DINOv2's Sinkhorn-Knopp targets, which cannot
+    # turn uniform while the features differ, and DINOv2's KoLeo term, which keeps them differing
+    # (without it one seed in three still ended at ln(out_dim)).
+    return _finetune(laptop_visualatom, laptop_visualatom().finetune, SSLConfig(
+        dataset="digits", epochs=40, global_batch_size=64, lr=1e-3, warmup_epochs=4, weight_decay_end=0.1,
+        out_dim=256, hidden_dim=256, bottleneck_dim=64, centering="sinkhorn", koleo_weight=0.1,
+        momentum_teacher=0.98, freeze_last_layer_epochs=4, num_local_crops=0, global_crop_scale_min=0.3,
+        hflip=0.0, drop_path_rate=0.0, num_workers=0, augment_cpus=1.0))

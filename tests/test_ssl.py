@@ -190,3 +190,17 @@ def test_sinkhorn_targets_spread_a_nearly_constant_batch():
     assert q.max() > 2 / 16  # not the uniform 1/16
     loss = DINOLoss(16, centering="sinkhorn")
     torch.testing.assert_close(loss.targets(logits, 0.04), q)
+
+
+def test_koleo_is_large_for_crowded_features_and_trains_with_dino(digits):
+    from fdsl.platform.train.ssl import koleo_loss
+
+    spread = torch.eye(8)
+    crowded = torch.ones(8, 8) + 1e-3 * torch.randn(8, 8, generator=torch.Generator().manual_seed(0))
+    assert koleo_loss(crowded) > koleo_loss(spread) + 3
+    student, teacher = tiny_dino()
+    opt = torch.optim.AdamW(student.parameters(), lr=5e-4)
+    batch = multicrop_batch(np.arange(16), digits, 0)
+    loss = dino_step(student, teacher, DINOLoss(128), opt, crops_of(batch), teacher_temp=0.04, momentum=0.99,
+                     koleo=0.1)
+    assert np.isfinite(loss) and 0 < loss < 2 * np.log(128)

@@ -453,6 +453,9 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
     prototypes; robust to small batches and near-constant features at initialisation)."""
     momentum_teacher: float = 0.996
     """Teacher EMA momentum at step 0, raised to 1 on a cosine schedule."""
+    koleo_weight: float = 0.0
+    """Weight of DINOv2's KoLeo regulariser on the student's backbone features of the global crops
+    (DINOv2: 0.1): it spreads a batch's features apart, against the collapse to one point; 0: off."""
 
     # -- multi-crop
     num_local_crops: int = 8
@@ -511,3 +514,4 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
         self._check_range("global_batch_size", 2, 10_000_000)
         self._check_range("weight_decay_end", 0.0, 10.0)
         self._check_range("freeze_last_layer_epochs", 0, 10**6)
+        self._check_range("koleo_weight", 0.0, 100.0)

@@ -92,7 +92,8 @@ class MultiCrop(nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
-    def forward(self, crops):
+    def forward(self, crops, features: bool = False):
+        """The head's outputs of every crop; with `features`, also the backbone's (same order)."""
         feats, start = [], 0
         while start < len(crops):
             end = start
@@ -100,7 +101,18 @@ class MultiCrop(nn.Module):
                 end += 1
             feats.append(self.backbone(torch.cat(crops[start:end])))
             start = end
-        return self.head(torch.cat(feats))
+        feats = torch.cat(feats)
+        return (self.head(feats), feats) if features else self.head(feats)
+
+
+def koleo_loss(x, eps: float = 1e-8):
+    """DINOv2's KoLeo regulariser (Sablayrolles et al.): minus the mean log distance of each
+    L2-normalised row of `x` to its nearest other row; large when features crowd together."""
+    x = F.normalize(x.float(), dim=-1, eps=eps)
+    dots = x @ x.t()
+    dots.fill_diagonal_(-2.0)  # never its own neighbour
+    nearest = dots.argmax(dim=1)
+    return -torch.log(F.pairwise_distance(x, x[nearest], eps=eps) + eps).mean()
 
 
 class DINOLoss(nn.Module):
@@ -212,19 +224,27 @@ def _headless(arch: str, img_size: int, patch_size: int):
 
 
 def dino_step(student, teacher, loss_fn, optimizer, crops, *, teacher_temp: float, momentum: float,
-              clip_grad: float = 0.0, freeze_last_layer: bool = False, student_module=None) -> float:
-    """One DINO optimisation step on a list of crop batches (2 global first); returns the loss.
+              clip_grad: float = 0.0, freeze_last_layer: bool = False, student_module=None,
+              koleo: float = 0.0) -> float:
+    """One DINO optimisation step on a list of crop batches (2 global first); returns the DINO loss
+    (without the KoLeo term, so that it stays comparable with ln(out_dim)).
 
-    `student_module` is the student without its DDP wrapper (the teacher follows its parameters).
+    `student_module` is the student without its DDP wrapper (the teacher follows its parameters);
+    `koleo` the weight of `koleo_loss` on the student's backbone features of each global crop.
     """
     plain = student_module if student_module is not None else student
     with torch.no_grad():
         teacher_out = teacher(crops[:2])
-    loss = loss_fn(student(crops), teacher_out, len(crops), teacher_temp)
+    if koleo > 0:
+        student_out, feats = student(crops, features=True)
+        spread = sum(koleo_loss(f) for f in feats[:2 * len(crops[0])].chunk(2))
+    else:
+        student_out, spread = student(crops), 0.0
+    loss = loss_fn(student_out, teacher_out, len(crops), teacher_temp)
     if not math.isfinite(loss.item()):
         raise RuntimeError(f"DINO loss is {loss.item()}; lower ssl.lr or raise ssl.clip_grad")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    (loss + koleo * spread).backward()
     if clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(plain.parameters(), clip_grad)
     if freeze_last_layer:
@@ -341,7 +361,7 @@ def train_func(config: dict[str, Any]) -> None:
         temp = teacher_temp_at(cfg, epoch)
         loss = dino_step(student, teacher, loss_fn, optimizer, crops, teacher_temp=temp, momentum=momentum,
                          clip_grad=cfg.clip_grad, freeze_last_layer=epoch < cfg.freeze_last_layer_epochs,
-                         student_module=plain)
+                         student_module=plain, koleo=cfg.koleo_weight)
         epoch_losses.append(loss)
         now = time.perf_counter()
         row = {"step": step + 1, "epoch": round((step + 1) * cfg.global_batch_size / num_train, 4),

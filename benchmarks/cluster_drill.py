@@ -215,6 +215,9 @@ def drill_synth(state, jobs: Jobs, out: Path, ref: dict) -> dict:
               "train_nodes_max": watch.most.get("train-cpu", 0),
               "content_sha256": content_hash(out / "synth")}
     result["same_hash"] = result["content_sha256"] == ref["content_sha256"]
+    # the baseline measured in the same run: the single-node generate (its own local Ray's start
+    # included, as the cluster run includes its nodes' start)
+    result["seconds_ratio_to_one_node"] = round(result["seconds"] / ref["seconds"], 2)
     result["ok"] = result["nodes_rendering"] >= 2 and result["train_nodes_max"] == 0 and result["same_hash"]
     return result
 

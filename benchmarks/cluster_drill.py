@@ -133,8 +133,8 @@ class Jobs:
         return job, self.log(job)
 
     def driver_pid(self, job: str) -> int | None:
-        info = self.client.get_job_info(job)
-        return getattr(getattr(info, "driver_info", None), "pid", None) and int(info.driver_info.pid)
+        driver = self.client.get_job_info(job).driver_info
+        return int(driver.pid) if driver and driver.pid else None
 
 
 def kill_node(state: dict, node_type: str, prefer: set[str] | None = None) -> str:

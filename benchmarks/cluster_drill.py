@@ -376,10 +376,18 @@ def drill_sweep(state, jobs: Jobs, out: Path) -> dict:
 
 
 def drill_idle(state) -> dict:
+    """The worker nodes go once idle; Ray Data's detached coordinator actor lives on the head
+    (fdsl creates it from the driver: on a worker node it kept that node from ever being idle)."""
+    from ray.util.state import list_actors
+
+    head = {r["node_id"] for r in lc.raylets(state) if r["node_type"] == "ray.head.default"}
+    alive = [("class_name", "=", "_AutoscalingCoordinatorActor"), ("state", "=", "ALIVE")]
+    coordinators = {a.node_id for a in list_actors(filters=alive)}
     start = time.monotonic()
     wait_for(lambda: all(r["node_type"] == "ray.head.default" for r in lc.raylets(state)), 180,
              "idle nodes to go", every=1)
-    return {"seconds_to_head_only": round(time.monotonic() - start, 1), "ok": True}
+    return {"seconds_to_head_only": round(time.monotonic() - start, 1),
+            "ray_data_coordinator_on_head": coordinators <= head, "ok": coordinators <= head}
 
 
 def main(argv=None) -> int:

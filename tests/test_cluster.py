@@ -54,7 +54,7 @@ def test_cluster_drills(tmp_path):
     assert sweep["finished_before_resume"] >= 1 and sweep["train_nodes_max"] >= 2, sweep
     assert sweep["completions"] == sweep["distinct_completions"] == sweep["done"] == 4, sweep
 
-    assert result["idle"]["seconds_to_head_only"] < 180
+    assert result["idle"]["seconds_to_head_only"] < 180 and result["idle"]["ray_data_coordinator_on_head"]
     assert result["ok"] and done.returncode == 0, done.stderr[-4000:]
     assert not (_rays() - before), "the drill left Ray processes running"
     assert before <= _rays(), "the drill stopped a Ray it did not start"

@@ -36,13 +36,33 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         except ConnectionError as err:
             raise ValueError(f"address: cannot join a Ray cluster at {address!r} ({err})") from None
         console.ray_connected(None)
+        _pin_ray_data_coordinator()
         return False
     if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
         ray.init(**console.before_ray_init())
         console.ray_connected(None)
+        _pin_ray_data_coordinator()
         return False
     start_local(num_cpus)
     return True
+
+
+def _pin_ray_data_coordinator() -> None:
+    """Create Ray Data's autoscaling coordinator from this driver, i.e. on its node (a job's driver
+    runs on the head), before any worker runs Ray Data.
+
+    The coordinator is a *detached* actor that Ray Data creates on the node of the first process
+    that executes a dataset, and it lives on after every job. When that process was a sweep trial
+    or a Train worker, it sat on a training node, which then never counted as idle and was never
+    scaled down (seen in the local cluster drill: a train-cpu node kept for good; on AWS a GPU
+    node). Made here first, every later lookup (`get_if_exists`) finds it on the head."""
+    try:
+        from ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator import (
+            get_or_create_autoscaling_coordinator,
+        )
+    except ImportError:  # another Ray version: it has no such actor, or keeps it elsewhere
+        return
+    get_or_create_autoscaling_coordinator()
 
 
 def starts_local(address: str | None = None) -> bool:

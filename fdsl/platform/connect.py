@@ -36,7 +36,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         except ConnectionError as err:
             raise ValueError(f"address: cannot join a Ray cluster at {address!r} ({err})") from None
         console.ray_connected(None)
-        _pin_ray_data_coordinator()
+        if not address.startswith("ray://"):  # a Ray Client's driver runs on the head already
+            _pin_ray_data_coordinator()
         return False
     if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
         ray.init(**console.before_ray_init())

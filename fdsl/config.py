@@ -54,6 +54,13 @@ class Config:
         if value not in choices:
             raise ValueError(f"{name}: got {value!r}, expected one of {choices}")
 
+    def _check_resource_name(self, name: str) -> None:
+        """A custom Ray resource name (letters, digits, '_' or '-'), or empty."""
+        value = getattr(self, name)
+        if value and not value.replace("_", "").replace("-", "").isalnum():
+            raise ValueError(f"{name}: got {value!r}, expected a Ray resource name "
+                             "(letters, digits, '_' or '-')")
+
     def _check_order(self, low: str, high: str) -> None:
         lo, hi = getattr(self, low), getattr(self, high)
         if lo > hi:
@@ -87,12 +94,6 @@ class Config:
                 raise ValueError(f"{name}: got {value!r} ({type(value).__name__}), expected {sub}")
             kwargs[name] = value
         return cls(**kwargs)
-
-
-def check_resource_name(name: str, value: str) -> None:
-    """A custom Ray resource name (letters, digits, '_' or '-'), or empty; ValueError otherwise."""
-    if value and not value.replace("_", "").replace("-", "").isalnum():
-        raise ValueError(f"{name}: got {value!r}, expected a Ray resource name (letters, digits, '_' or '-')")
 
 
 def _has_type(value: Any, kind: Any) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-from fdsl.config import Config, check_resource_name
+from fdsl.config import Config
 
 ENCODINGS = ("raw", "png")
 """Encodings of the `image` column (see docs/synthesis.md for the measurement behind "raw")."""
@@ -51,7 +51,7 @@ class SynthesisConfig(Config):
             self._check_range("compression_level", 0, 9)
         self._check_range("batch_size", 1, 1_000_000)
         self._check_range("num_cpus_per_task", 0.01, 1024)
-        check_resource_name("task_resource", self.task_resource)
+        self._check_resource_name("task_resource")
 
     @classmethod
     def from_dict(cls, data: dict):

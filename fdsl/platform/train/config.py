@@ -20,7 +20,7 @@ import dataclasses
 import math
 from typing import Literal
 
-from fdsl.config import Config, check_resource_name
+from fdsl.config import Config
 
 PRECISIONS = ("bf16", "fp16", "fp32")
 OPTIMIZERS = ("sgd", "adamw")
@@ -73,7 +73,7 @@ class WorkersSection(Config):
             raise ValueError("num_workers: got 0 (local mode, the calling process on its CPU) with "
                              "use_gpu=true; set num_workers >= 1 for GPU workers")
         self._check_range("cpus_per_worker", 0.01, 1024)
-        check_resource_name("worker_resource", self.worker_resource)
+        self._check_resource_name("worker_resource")
         self._check_choice("placement_strategy", ("PACK", "SPREAD", "STRICT_SPREAD"))
         self._check_range("threads_per_worker", 0, 1024)
         self._check_range("augment_cpus", 0.01, 1024)

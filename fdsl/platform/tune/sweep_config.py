@@ -21,7 +21,7 @@ import dataclasses
 import math
 from typing import Any, Literal
 
-from fdsl.config import Config, apply_overrides, check_resource_name, leaf_paths
+from fdsl.config import Config, apply_overrides, leaf_paths
 
 TRIAL_METRICS = ("finetune_top1", "finetune_top5", "finetune_loss", "train_loss")
 """What every trial reports to Tune after each fine-tuning evaluation: the metrics a sweep can rank by."""
@@ -77,7 +77,7 @@ class SweepConfig(Config):
         self._check_range("max_concurrent_trials", 1, 10_000)
         self._check_range("grace_period", 1, 10_000)
         self._check_range("seed", 0, 2**31 - 1)
-        check_resource_name("trial_resource", self.trial_resource)
+        self._check_resource_name("trial_resource")
         self._check_range("max_failures", 0, 1000)
         if not self.space:
             raise ValueError("space: got an empty search space, expected at least one parameter")

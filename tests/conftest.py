@@ -16,6 +16,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+NOISE = ("PlacementGroupCleaner", "(RayTrainWorker", "(TrainController", "Setting accelerator",
+         "PreemptionWatcher", "Progress bars disabled", "exclude_resources", "Token authentication",
+         "Started a local Ray instance", "Configuration for experiment")
+"""Lines the issue found on the console (repeated warnings, Ray's debug lines): none may show."""
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _sweep_seal_key(tmp_path_factory):

@@ -15,14 +15,9 @@ import time
 
 import psutil
 import pytest
-from conftest import ROOT, run_fdsl
+from conftest import NOISE, ROOT, run_fdsl
 
 from fdsl.platform.console import CommandLog, Progress, follow_metrics
-
-NOISE = ("PlacementGroupCleaner", "(RayTrainWorker", "(TrainController", "Setting accelerator",
-         "PreemptionWatcher", "Progress bars disabled", "exclude_resources", "Token authentication",
-         "Started a local Ray instance", "Configuration for experiment")
-"""Lines the issue found on the console (repeated warnings, Ray's debug lines): none may show."""
 
 
 def test_progress_lines_are_throttled_and_the_last_printed_once(capsys):

@@ -231,7 +231,8 @@ def test_bad_input_fails_before_any_worker(data, tmp_path, capsys, args, message
 
 
 def test_local_ray_too_small_is_refused_before_any_worker(tmp_path):
-    """A local Ray that fdsl starts never grows: a run it cannot hold exits 2 instead of waiting."""
+    """A local Ray that fdsl starts never grows: a run it cannot hold exits 2 instead of waiting,
+    before that Ray starts."""
     from conftest import run_fdsl
 
     out = tmp_path / "run"
@@ -241,7 +242,7 @@ def test_local_ray_too_small_is_refused_before_any_worker(tmp_path):
     lines = [line for line in res.stderr.splitlines() if line.startswith("fdsl pretrain")]
     assert len(lines) == 1 and "pretrain.num_workers: 2 workers x 64.0 CPUs" in lines[0], res.stderr[-2000:]
     assert "local Ray has" in lines[0] and not out.exists()
-    assert len(res.stderr.strip().splitlines()) == 1, res.stderr  # Ray's start-up notices stay in its log
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def test_tampered_shard_and_used_run_folder_are_refused(data, tmp_path, capsys):
@@ -308,7 +309,8 @@ def test_plain_torch_engine_resumes_and_local_mode_matches_a_worker(data, tmp_pa
 def test_placement_groups_are_released_and_watched(trained):
     """After a worker-group run no placement group is left, and Ray Train's PlacementGroupCleaner
     could ask the State API about its controller (it warns every second when it cannot, e.g.
-    without a dashboard: then it could not remove a dead run's group either)."""
+    without a dashboard: then it could not remove a dead run's group either); no preemption
+    watcher ran."""
     import ray
 
     states = [pg["state"] for pg in ray.util.placement_group_table().values()]
@@ -318,6 +320,8 @@ def test_placement_groups_are_released_and_watched(trained):
     cleaner = [text for text in errs.values() if "PlacementGroupCleaner" in text]
     assert cleaner  # it ran
     assert not [text for text in cleaner if "Failed to query Ray Train Controller" in text]
+    # a local Ray runs no preemption watcher (connect.LOCAL_TRAIN_ENV): nothing drains its node
+    assert not [text for text in errs.values() if ":actor_name:PreemptionWatcher" in text]
 
 
 class _RunsAShellCommand:

@@ -69,7 +69,7 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
     """Join or start Ray (`fdsl.platform.connect.connect`); a local Ray started here must hold the run.
 
     `memory` ({"shape": model shape, "views": image sizes per sample}): before a local Ray starts,
-    the run's estimated memory (`fdsl.platform.train.memory`) must fit this machine.
+    the run's estimated memory (`fdsl.platform.train.memory`) and its CPUs must fit this machine.
 
     Only a local Ray this call starts is checked: it never grows, so a run it cannot hold would wait
     for resources forever. A cluster joined by address or as a Ray job may autoscale (its GPU pool
@@ -79,18 +79,21 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
     """
     import ray
 
-    from fdsl.platform.connect import connect, starts_local
+    from fdsl.platform.connect import connect, local_num_cpus, starts_local
 
-    if memory and starts_local(address):
-        _check_memory(cfg, section, memory)
-    if not connect(address):
+    if not starts_local(address):
+        connect(address)
         return
-    have, need_cpu = ray.cluster_resources(), cfg.cpus_needed()
-    if have.get("CPU", 0) < need_cpu:
+    if memory:
+        _check_memory(cfg, section, memory)
+    have, need_cpu = local_num_cpus(), cfg.cpus_needed()
+    if have < need_cpu:  # refused before the local Ray starts
         raise ValueError(f"{section}.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
                          f"{cfg.augment_cpus} for augmentation need {need_cpu:g} CPUs, this machine's "
-                         f"local Ray has {have.get('CPU', 0):g}; lower num_workers, cpus_per_worker or "
+                         f"local Ray has {have:g}; lower num_workers, cpus_per_worker or "
                          "augment_cpus, or pass --address of a larger cluster")
+    connect(address)
+    have = ray.cluster_resources()
     if cfg.use_gpu and have.get("GPU", 0) < cfg.num_workers:
         raise ValueError(f"{section}.use_gpu: {cfg.num_workers} GPU workers requested, this machine's local "
                          f"Ray has {have.get('GPU', 0):g} GPUs; set use_gpu=false or fewer num_workers, or "

@@ -1,8 +1,10 @@
 """Learning, not only running: a laptop preset pre-trains (loss well below ln(classes)) and its
 weights beat scratch on digits with 10 labelled images per class, through the platform's own calls.
 
-laptop-visualatom cut to 1,000 pre-training steps (the preset runs 3,000; docs/finetune.md has the
-full figures over 3 seeds and 5 families): about 1.5 minutes on 2 cores, in Ray Train's local mode.
+laptop-visualatom cut to 600 pre-training steps (the preset runs 3,000; docs/finetune.md has the
+full figures over 3 seeds and 5 families): about 80 s on 2 cores, in Ray Train's local mode. At 600
+steps (measured 2026-12-02): loss 2.37 (the bound: ln 32 - 0.8 = 2.67), top-1 80.5 % against 66.0 %
+from scratch (+14.5 points; the bound: +8).
 """
 
 from __future__ import annotations
@@ -20,10 +22,10 @@ pytestmark = pytest.mark.slow
 
 
 def test_laptop_visualatom_learns_and_transfers(ray_local, tmp_path):
-    experiment = get_preset("laptop-visualatom", ["pretrain.max_steps=1000"])
+    experiment = get_preset("laptop-visualatom", ["pretrain.max_steps=600"])
     generate(experiment, tmp_path / "data")
     pre = pretrain(experiment, str(tmp_path / "data"), tmp_path / "pre")
-    assert pre["steps"] == 1000 and pre["loss"] < math.log(experiment.data.num_classes) - 0.8
+    assert pre["steps"] == 600 and pre["loss"] < math.log(experiment.data.num_classes) - 0.8
     fdsl = finetune(experiment, pre["model"], "digits", tmp_path / "fdsl")
     scratch = finetune(experiment, "scratch", "digits", tmp_path / "scratch")
     assert fdsl["num_train"] == scratch["num_train"] == 100  # the preset's 10 labelled images per class

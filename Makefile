@@ -4,9 +4,9 @@
 #   2. every other dependency of pyproject.toml except deepspeed
 #   3. deepspeed with --no-build-isolation (its build imports torch)
 #   4. fdsl itself, editable (nothing left to resolve)
-# A stamp file makes a second run reuse the venv; pip's cache makes a re-install fast. --no-compile:
-# no .pyc for the ~6 GB installed (torch's step: 61 s instead of 80 s here); Python compiles what it
-# imports, once.
+# A stamp file makes a second run reuse the venv; pip's cache makes a re-install fast. pip compiles
+# the .pyc files (no --no-compile): these machines set PYTHONDONTWRITEBYTECODE=1, so a module
+# without one is compiled anew in every process (tried: the suite ran 20+ minutes longer).
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3
@@ -25,14 +25,14 @@ $(STAMP): pyproject.toml Makefile
 	@echo "== fdsl install: creating $(VENV) (reused if it exists)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "== [1/4] torch"
-	$(BIN)/pip install --quiet --no-compile $(TORCH)
+	$(BIN)/pip install --quiet $(TORCH)
 	@echo "== [2/4] dependencies (all of pyproject.toml but deepspeed)"
 	$(BIN)/python -c 'import tomllib; p = tomllib.load(open("pyproject.toml", "rb"))["project"]; print("\n".join(d for d in p["dependencies"] + p["optional-dependencies"]["dev"] if not d.startswith(("deepspeed", "torch"))))' > $(VENV)/requirements-base.txt
-	$(BIN)/pip install --quiet --no-compile setuptools wheel -r $(VENV)/requirements-base.txt
+	$(BIN)/pip install --quiet setuptools wheel -r $(VENV)/requirements-base.txt
 	@echo "== [3/4] deepspeed (--no-build-isolation)"
-	$(BIN)/pip install --quiet --no-compile --no-build-isolation "deepspeed>=0.15"
+	$(BIN)/pip install --quiet --no-build-isolation "deepspeed>=0.15"
 	@echo "== [4/4] fdsl (editable)"
-	$(BIN)/pip install --quiet --no-compile --no-build-isolation --no-deps -e ".[dev]"
+	$(BIN)/pip install --quiet --no-build-isolation --no-deps -e ".[dev]"
 	$(BIN)/python -c "import fdsl, ray, torch, deepspeed, timm, numba; print('installed fdsl', fdsl.__version__, 'ray', ray.__version__, 'torch', torch.__version__)"
 	touch $(STAMP)
 

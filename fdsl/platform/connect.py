@@ -77,8 +77,8 @@ def starts_local(address: str | None = None) -> bool:
 LOCAL_TRAIN_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}
 """Ray Train settings of a local Ray (one node of this machine, which no autoscaler drains): no
 preemption watcher (an actor per run that polls for node drains every 5 s), and the controller
-polls its workers every 0.5 s instead of 2 s (it sees a started or finished group sooner). About
-5 s less per worker-group run on 2 cores (benchmarks/overhead.py). Clusters keep Ray's defaults."""
+polls its workers every 0.5 s instead of 2 s (it sees a started or finished group sooner). A
+1-worker debug run: 33 s -> 28-29 s on 2 cores (docs/benchmarks.md). Clusters keep Ray's defaults."""
 
 
 def start_local(num_cpus: int | None = None) -> None:

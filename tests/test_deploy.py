@@ -128,7 +128,9 @@ def test_cluster_installs_fdsl_like_the_makefile(cluster):
     assert any(re.search(r"cd ~/fdsl && make install\b", c) for c in cluster["setup_commands"])
     # ... and `make install` is the documented order: torch, deps, deepspeed --no-build-isolation, fdsl.
     recipe = (ROOT / "Makefile").read_text().split("$(STAMP):", 1)[1].split("\n\n", 1)[0]
-    pips = [line.strip() for line in recipe.splitlines() if "pip install" in line]
+    installer = re.search(r"^UV := (.*)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert "uv pip install" in installer and "--compile-bytecode" in installer  # see the Makefile
+    pips = [line.strip() for line in recipe.splitlines() if line.strip().startswith("$(UV) ")]
     assert "$(TORCH)" in pips[0]
     deepspeed = [i for i, line in enumerate(pips) if "deepspeed" in line]
     assert len(deepspeed) == 1 and "--no-build-isolation" in pips[deepspeed[0]]

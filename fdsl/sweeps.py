@@ -47,10 +47,10 @@ def check_sweep(sweep: SweepConfig):
 
 
 # --- the shipped sweeps -----------------------------------------------------------------------------
-_DEBUG_TRIAL = ["pretrain.max_steps=16", "pretrain.checkpoint_every=1000", "pretrain.augment_cpus=0.5",
+_DEBUG_TRIAL = ["pretrain.max_steps=8", "pretrain.checkpoint_every=1000", "pretrain.augment_cpus=0.5",
                 "pretrain.num_workers=0", "pretrain.use_deepspeed=false", "pretrain.zero_stage=0",
                 "finetune.num_workers=0", "finetune.cpus_per_worker=0.9", "finetune.epochs=3",
-                "finetune.samples_per_class=30", "data.num_instances=8"]
+                "finetune.samples_per_class=10", "data.num_instances=8"]
 """Shrinks a debug-finetune trial to well under a minute here: both trainers in Ray Train's local
 mode (the loop in the trial itself, which then reserves finetune.cpus_per_worker, 0.9 of the 2 CPUs),
 which leaves a whole CPU for any 1-CPU Ray Data task."""

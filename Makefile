@@ -5,12 +5,12 @@
 #   3. deepspeed with --no-build-isolation (its build imports torch)
 #   4. fdsl itself, editable (nothing left to resolve)
 # The installer is uv (pinned, from PyPI into the venv; `uv pip install` takes pip's arguments): it
-# downloads and unpacks in parallel: 83 s on a 2-core machine with an empty cache instead of pip's
-# 180 s, the same packages at the same versions. --compile-bytecode writes the .pyc files:
-# these machines set PYTHONDONTWRITEBYTECODE=1, so a module without one is compiled anew in every
-# process (tried without: the suite ran 20+ minutes longer). A stamp file makes a second run reuse
-# the venv; with uv's cache in place (~/.cache/uv, ~6 GB, hard-linked into the venv) a new venv
-# takes about 50 s.
+# downloads and unpacks in parallel. Steps 1-3 back to back on one 2-core machine: pip 107 s, uv
+# 49 s with an empty cache; the same packages at the same versions. --compile-bytecode writes the
+# .pyc files: these machines set PYTHONDONTWRITEBYTECODE=1, so a module without one is compiled
+# anew in every process (tried without: the suite ran 20+ minutes longer). A stamp file makes a second run reuse
+# the venv; with uv's cache in place (~/.cache/uv, ~6 GB, hard-linked into the venv) steps 1-3 of a
+# new venv take 29 s.
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
 PYTHON ?= python3

@@ -45,9 +45,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 DRILLS = ("synth", "synth_kill", "pretrain", "vit_base", "sweep", "idle")
-# 32 shards of 16 images (about 20 s on three 1-CPU nodes): enough tasks to spread over the nodes
-# and to kill one mid-way
-DATA = ["data.num_instances=64", "synthesis.shard_rows=16"]
+DATA = ["data.num_instances=256", "synthesis.shard_rows=16"]
+"""2,048 images in 128 shards of 16: enough tasks to spread over the nodes, and enough rendering for
+synth_kill to kill a node mid-run (with 512 images the job once ended between two polls)."""
 JOB_ENV = {"RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",  # a lost node is replaced in ~40 s
            "NUMBA_CACHE_DIR": str(ROOT / ".cache" / "numba")}
 
@@ -227,17 +227,21 @@ def drill_synth_kill(state, jobs: Jobs, out: Path, ref: dict) -> dict:
     start = time.monotonic()
     job = jobs.submit("synth-kill", _generate_args(folder))
     # once shards are being written: kill a node that has written one (it is rendering the next)
-    writers = wait_for(lambda: journal_nodes(folder), 300, "the first shard", job=(jobs, job))
+    writers = wait_for(lambda: journal_nodes(folder), 300, "the first shard", every=0.1, job=(jobs, job))
     killed = kill_node(state, "synth-cpu", prefer=writers)
-    killed_at = round(time.monotonic() - start, 1)
+    killed_wall, killed_at = time.time(), round(time.monotonic() - start, 1)
     status = jobs.wait(job)
     left = sorted(p.name for p in folder.glob("*.tmp*"))
+    manifest = folder / "manifest.json"  # written last: after the kill, or the kill hit nothing
+    mid_run = manifest.is_file() and manifest.stat().st_mtime > killed_wall
     verify = subprocess.run([PY, "-m", "fdsl.cli", "verify", str(folder)], capture_output=True, text=True,
                             timeout=300)
     result = {"seconds": round(time.monotonic() - start, 1), "killed_node": killed, "killed_at_s": killed_at,
               "status": status, "same_hash": status == "SUCCEEDED" and content_hash(folder) == ref[
-                  "content_sha256"], "temporary_files_left": left, "verify_exit": verify.returncode}
-    result["ok"] = status == "SUCCEEDED" and result["same_hash"] and not left and verify.returncode == 0
+                  "content_sha256"], "temporary_files_left": left, "verify_exit": verify.returncode,
+              "killed_mid_run": mid_run}
+    result["ok"] = (status == "SUCCEEDED" and result["same_hash"] and not left and verify.returncode == 0
+                    and mid_run)
     return result
 
 

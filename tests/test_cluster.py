@@ -32,6 +32,9 @@ def test_cluster_drills(tmp_path):
     assert lines, done.stderr[-4000:]
     result = json.loads(lines[-1])
     ref = result["reference"]["content_sha256"]
+    errors = {name: drill["error"] for name, drill in result.items()
+              if isinstance(drill, dict) and "error" in drill}
+    assert not errors, errors
 
     synth = result["synth"]  # the synth pool grew, the training pool did not; same bytes as one node
     assert synth["nodes_rendering"] >= 2 and synth["synth_nodes_max"] >= 2, synth
@@ -39,7 +42,7 @@ def test_cluster_drills(tmp_path):
 
     kill = result["synth_kill"]  # a node lost mid-synthesis: finished anyway, nothing half-written
     assert kill["status"] == "SUCCEEDED" and kill["same_hash"], kill
-    assert kill["temporary_files_left"] == [] and kill["verify_exit"] == 0, kill
+    assert kill["temporary_files_left"] == [] and kill["verify_exit"] == 0 and kill["killed_mid_run"], kill
 
     pre = result["pretrain"]  # a node lost mid-training: restarted on a new node from the checkpoint
     assert pre["status"] == "SUCCEEDED" and pre["resumed_from_steps"], pre

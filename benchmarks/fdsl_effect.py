@@ -11,11 +11,12 @@ functions on one local Ray (2 CPUs):
     fdsl finetune laptop-F --weights scratch --dataset T --samples-per-class 10 --set finetune.seed=S
 
 A seed fixes the labelled subset, the new head, the data order and the augmentation, so the arms
-are paired; the scratch arm is the same for every family (same architecture and recipe) and runs
-once per target and seed. Prints one line per run, per target a table of mean
-+- std top-1 per arm, the paired difference to scratch and its wins, beside the raw-pixel baselines
-of the same subsets (logistic regression, 1-NN), the seconds of each family's four commands, and
-a last line of JSON.
+are paired. Each family's scratch arm is its own preset's command: a scratch network is normalised
+like the preset's pre-training (the family's pixel mean/std), so the two arms of a family differ in
+their weights only, and scratch figures differ a little from family to family. Prints one line per
+run, per target a table per family of mean +- std top-1 of both arms, the paired difference and its
+wins, beside the raw-pixel baselines of the same subsets (logistic regression, 1-NN), the seconds
+of each family's four commands, and a last line of JSON.
 """
 
 from __future__ import annotations
@@ -85,35 +86,39 @@ def _slug(target: str) -> str:
     return target.split(":")[0] if ":" not in target else Path(target.split(":", 1)[1]).name
 
 
-def table(target: str, results: dict[str, list[dict]], spc: int) -> dict:
-    """Print and return the per-arm figures of one target."""
+def _stats(values) -> dict:
+    top1 = np.array(values, dtype=float)
+    return {"top1": [round(float(t), 4) for t in top1], "top1_mean": round(float(top1.mean()), 4),
+            "top1_std": round(float(top1.std(ddof=1)) if len(top1) > 1 else 0.0, 4)}
+
+
+def table(target: str, results: dict[str, dict[str, list[dict]]], spc: int) -> dict:
+    """Print and return per family both arms' figures on one target, and the raw-pixel baselines."""
     summary = {}
-    log(f"\n{target}, {spc} labelled images per class, {len(results['scratch'])} paired seeds")
-    log(f"{'arm':14s} {'top-1 mean':>10s} {'std':>6s} {'vs scratch':>10s} {'wins':>5s}   per seed")
-    base = np.array([r["finetune_top1"] for r in results["scratch"]])
-    for arm, runs in results.items():
-        top1 = np.array([r["finetune_top1"] for r in runs])
-        delta = top1 - base if arm != "scratch" else None
-        entry = {"top1": [round(float(t), 4) for t in top1], "top1_mean": round(float(top1.mean()), 4),
-                 "top1_std": round(float(top1.std(ddof=1)) if len(top1) > 1 else 0.0, 4),
-                 "command_s": [r["command_s"] for r in runs]}
-        if delta is not None:
-            entry.update(delta=[round(float(d), 4) for d in delta], delta_mean=round(float(delta.mean()), 4),
-                         delta_std=round(float(delta.std(ddof=1)) if len(delta) > 1 else 0.0, 4),
-                         wins=int((delta > 0).sum()))
-        summary[arm] = entry
-        d = "" if delta is None else f"{100 * entry['delta_mean']:+8.1f}pt"
-        wins = "" if delta is None else f"{entry['wins']}/{len(delta)}"
-        log(f"{arm:14s} {100 * entry['top1_mean']:9.1f}% {100 * entry['top1_std']:5.1f}% {d:>10s} "
-            f"{wins:>5s}   "
-            + " ".join(f"{100 * t:.1f}" for t in top1))
+    seeds = len(next(iter(results.values()))["scratch"])
+    log(f"\n{target}, {spc} labelled images per class, {seeds} paired seeds")
+    log(f"{'family':12s} {'FDSL top-1':>15s} {'scratch top-1':>15s} {'FDSL - scratch':>16s} {'wins':>5s}"
+        "   per seed (points)")
+    for family, arms in results.items():
+        fdsl = _stats([r["finetune_top1"] for r in arms["fdsl"]])
+        scratch = _stats([r["finetune_top1"] for r in arms["scratch"]])
+        delta = np.array(fdsl["top1"]) - np.array(scratch["top1"])
+        entry = {"fdsl": {**fdsl, "command_s": [r["command_s"] for r in arms["fdsl"]]},
+                 "scratch": {**scratch, "command_s": [r["command_s"] for r in arms["scratch"]]},
+                 "delta": [round(float(d), 4) for d in delta], "delta_mean": round(float(delta.mean()), 4),
+                 "delta_std": round(float(delta.std(ddof=1)) if len(delta) > 1 else 0.0, 4),
+                 "wins": int((delta > 0).sum())}
+        summary[family] = entry
+        log(f"{family:12s} {100 * fdsl['top1_mean']:8.1f} +- {100 * fdsl['top1_std']:3.1f}"
+            f" {100 * scratch['top1_mean']:8.1f} +- {100 * scratch['top1_std']:3.1f}"
+            f" {100 * entry['delta_mean']:+9.1f} +- {100 * entry['delta_std']:3.1f} "
+            f"{entry['wins']:>3d}/{len(delta)}   " + " ".join(f"{100 * d:+.1f}" for d in delta))
+    any_scratch = next(iter(results.values()))["scratch"]
     for key, label in (("logreg_top1", "logreg pixels"), ("knn1_top1", "1-NN pixels")):
-        # the labelled subset depends on the seed only: the scratch runs' baselines are every arm's
-        top1 = np.array([r["baselines"][key] for r in results["scratch"]])
-        summary[key] = {"top1": [round(float(t), 4) for t in top1], "top1_mean": round(float(top1.mean()), 4),
-                        "top1_std": round(float(top1.std(ddof=1)) if len(top1) > 1 else 0.0, 4)}
-        log(f"{label:14s} {100 * top1.mean():9.1f}% {100 * summary[key]['top1_std']:5.1f}%"
-            + " " * 20 + " ".join(f"{100 * t:.1f}" for t in top1))
+        # the labelled subset depends on the seed only: one family's scratch runs carry every arm's
+        summary[key] = _stats([r["baselines"][key] for r in any_scratch])
+        log(f"{label:14s} {100 * summary[key]['top1_mean']:6.1f} +- {100 * summary[key]['top1_std']:3.1f}"
+            + " " * 42 + " ".join(f"{100 * t:.1f}" for t in summary[key]["top1"]))
     return summary
 
 
@@ -141,21 +146,20 @@ def main() -> int:
             weights[family], stages[family] = pretrain_family(family, root)
         report = {}
         for target in targets:
-            results: dict[str, list[dict]] = {"scratch": [], **{f: [] for f in families}}
+            results = {f: {"fdsl": [], "scratch": []} for f in families}
             for seed in range(args.seeds):
                 slug = f"{_slug(target)}-{seed}"
-                for arm in results:
-                    # every laptop preset fine-tunes alike: scratch takes laptop-visualatom's
-                    preset = f"laptop-{arm}" if arm in families else "laptop-visualatom"
-                    w = "scratch" if arm == "scratch" else weights[arm]
-                    r = finetune_arm(preset, w, target, seed, spc, root / f"finetune-{arm}-{slug}")
-                    results[arm].append(r)
-                    log(f"[{arm}] {target} seed {seed}: top-1 {r['finetune_top1']:.4f} (logreg "
-                        f"{r['baselines']['logreg_top1']:.4f}), {r['command_s']:.0f}s")
+                for family in families:
+                    for arm, w in (("fdsl", weights[family]), ("scratch", "scratch")):
+                        r = finetune_arm(f"laptop-{family}", w, target, seed, spc,
+                                         root / f"finetune-{family}-{arm}-{slug}")
+                        results[family][arm].append(r)
+                        log(f"[{family} {arm}] {target} seed {seed}: top-1 {r['finetune_top1']:.4f} "
+                            f"(logreg {r['baselines']['logreg_top1']:.4f}), {r['command_s']:.0f}s")
             report[target] = table(target, results, spc)
         for family in families:  # one preset's four commands: generate + pretrain + two fine-tunings
-            first = report[targets[0]] if targets else {}
-            two = first[family]["command_s"][0] + first["scratch"]["command_s"][0]
+            first = report[targets[0]][family] if targets else {}
+            two = first["fdsl"]["command_s"][0] + first["scratch"]["command_s"][0]
             stage = stages[family]
             stage["four_commands_s"] = round(stage["generate_s"] + stage["pretrain_s"] + two, 1)
             log(f"laptop-{family}: generate + pretrain + 2 fine-tunings = {stage['four_commands_s']:.0f}s")

@@ -157,8 +157,9 @@ def main() -> int:
                         log(f"[{family} {arm}] {target} seed {seed}: top-1 {r['finetune_top1']:.4f} "
                             f"(logreg {r['baselines']['logreg_top1']:.4f}), {r['command_s']:.0f}s")
             report[target] = table(target, results, spc)
-        for family in families:  # one preset's four commands: generate + pretrain + two fine-tunings
-            first = report[targets[0]][family] if targets else {}
+        # one preset's four commands: generate + pretrain + two fine-tunings (on the first target)
+        for family in families if targets else ():
+            first = report[targets[0]][family]
             two = first["fdsl"]["command_s"][0] + first["scratch"]["command_s"][0]
             stage = stages[family]
             stage["four_commands_s"] = round(stage["generate_s"] + stage["pretrain_s"] + two, 1)

@@ -95,27 +95,26 @@ def _stats(values) -> dict:
 def table(target: str, results: dict[str, dict[str, list[dict]]], spc: int) -> dict:
     """Print and return per family both arms' figures on one target, and the raw-pixel baselines."""
     summary = {}
-    seeds = len(next(iter(results.values()))["scratch"])
-    log(f"\n{target}, {spc} labelled images per class, {seeds} paired seeds")
+    # the labelled subset depends on the seed only: one family's scratch runs carry every arm's baselines
+    any_scratch = next(iter(results.values()))["scratch"]
+    log(f"\n{target}, {spc} labelled images per class, {len(any_scratch)} paired seeds")
     log(f"{'family':12s} {'FDSL top-1':>15s} {'scratch top-1':>15s} {'FDSL - scratch':>16s} {'wins':>5s}"
         "   per seed (points)")
     for family, arms in results.items():
         fdsl = _stats([r["finetune_top1"] for r in arms["fdsl"]])
         scratch = _stats([r["finetune_top1"] for r in arms["scratch"]])
-        delta = np.array(fdsl["top1"]) - np.array(scratch["top1"])
+        delta = _stats(np.array(fdsl["top1"]) - np.array(scratch["top1"]))
         entry = {"fdsl": {**fdsl, "command_s": [r["command_s"] for r in arms["fdsl"]]},
                  "scratch": {**scratch, "command_s": [r["command_s"] for r in arms["scratch"]]},
-                 "delta": [round(float(d), 4) for d in delta], "delta_mean": round(float(delta.mean()), 4),
-                 "delta_std": round(float(delta.std(ddof=1)) if len(delta) > 1 else 0.0, 4),
-                 "wins": int((delta > 0).sum())}
+                 "delta": delta["top1"], "delta_mean": delta["top1_mean"], "delta_std": delta["top1_std"],
+                 "wins": sum(d > 0 for d in delta["top1"])}
         summary[family] = entry
         log(f"{family:12s} {100 * fdsl['top1_mean']:8.1f} +- {100 * fdsl['top1_std']:3.1f}"
             f" {100 * scratch['top1_mean']:8.1f} +- {100 * scratch['top1_std']:3.1f}"
             f" {100 * entry['delta_mean']:+9.1f} +- {100 * entry['delta_std']:3.1f} "
-            f"{entry['wins']:>3d}/{len(delta)}   " + " ".join(f"{100 * d:+.1f}" for d in delta))
-    any_scratch = next(iter(results.values()))["scratch"]
+            f"{entry['wins']:>3d}/{len(entry['delta'])}   "
+            + " ".join(f"{100 * d:+.1f}" for d in entry["delta"]))
     for key, label in (("logreg_top1", "logreg pixels"), ("knn1_top1", "1-NN pixels")):
-        # the labelled subset depends on the seed only: one family's scratch runs carry every arm's
         summary[key] = _stats([r["baselines"][key] for r in any_scratch])
         log(f"{label:14s} {100 * summary[key]['top1_mean']:6.1f} +- {100 * summary[key]['top1_std']:3.1f}"
             + " " * 42 + " ".join(f"{100 * t:.1f}" for t in summary[key]["top1"]))

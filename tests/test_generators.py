@@ -10,6 +10,7 @@ from conftest import run_python
 
 from fdsl.generators import build_generator, generator_names, get_generator, ifs
 from fdsl.generators.fractaldb import flip, weight_table
+from fdsl.generators.rng import derive_seed
 from fdsl.presets import get_preset, preset_names
 
 SMALL = dict(num_classes=4, num_instances=8, image_size=64, pad=2, num_points=4000,
@@ -145,7 +146,9 @@ def test_flips_are_flips():
 def test_instance_layout_matches_fractaldb():
     table = weight_table(0.4)
     assert table.shape == (25, 6)
-    assert np.array_equal(table[0], np.ones(6))
+    # the official weights_0.4.csv in its order: a x 0.2, 0.6, 1.0, 1.4, 1.8, then b..f x 0.2 .. 1.8
+    assert np.allclose(table[0], [0.2, 1, 1, 1, 1, 1]) and np.allclose(table[2], np.ones(6))
+    assert np.allclose(table[5], [1, 0.2, 1, 1, 1, 1]) and np.allclose(table[24], [1, 1, 1, 1, 1, 1.8])
     assert sorted(set(np.round(table.ravel(), 6))) == [0.2, 0.6, 1.0, 1.4, 1.8]
     gen = get_generator("fractaldb", num_classes=1, num_instances=1000)
     assert gen.instance_layout(0) == (0, 0, 0)
@@ -153,20 +156,74 @@ def test_instance_layout_matches_fractaldb():
     assert len({gen.instance_layout(i) for i in range(1000)}) == 1000
 
 
-def test_onepfrac_classes_stay_within_delta_of_the_base():
+def test_onepfrac_classes_are_multiplicative_perturbations_of_one_sigma_sampled_base():
     gen = get_generator("onepfrac", delta=0.1, **SMALL)
     base = gen.base_system()
+    assert base.shape == (2, 6)  # the official N = 2
+    svals = np.array([np.linalg.svd(m[:4].reshape(2, 2), compute_uv=False) for m in base])
+    assert 3.9 - 1e-9 <= (svals[:, 0] + 2 * svals[:, 1]).sum() <= 4.1 + 1e-9  # sigma 4.0 +- 0.1
     systems = [gen.system(c) for c in range(4)]
     for s in systems:
-        assert s.shape == base.shape
-        assert np.max(np.abs(s - base)) <= 0.1 + 1e-12
+        ratio = s / base
+        assert np.all(ratio >= 0.9 - 1e-12) and np.all(ratio <= 1.1 + 1e-12)  # U(1 - D, 1 + D)
     assert len({s.tobytes() for s in systems}) == 4
-    assert np.max(np.abs(systems[0] - systems[1])) <= 0.2 + 1e-12
+    assert np.array_equal(gen.base_probs(), ifs.det_probs(base))  # the base's probabilities
+    for c in range(4):  # every class passed the official fill rejection (> 5 % of the canvas)
+        assert np.count_nonzero(gen.render(c, 0)) / gen.render(c, 0).size > 0.05
 
 
-def test_ofdb_is_one_instance_per_category():
+def test_onepfrac_rejects_a_class_that_fills_too_little():
+    gen = get_generator("onepfrac", delta=0.5, **{**SMALL, "num_classes": 8})
+    base = gen.base_system()
+    rejected = [c for c in range(8) if not np.array_equal(gen.system(c), base * gen.factors(c, 0))]
+    strict = get_generator("onepfrac", delta=0.5, min_fill=0.9, max_class_tries=3, **SMALL)
+    with pytest.raises(ValueError, match=r"^min_fill: no perturbation of class 0"):
+        strict.system(0)
+    for c in rejected:  # a redrawn class is a later attempt that passes
+        fills = [np.count_nonzero(gen._instance_image(gen.base_system() * gen.factors(c, a), c, 0))
+                 for a in range(3)]
+        assert fills[0] / (SMALL["image_size"] ** 2) <= 0.05
+
+
+def test_onepfrac_preset_is_the_official_generator_setting():
+    data = get_preset("onepfrac-1k").data
+    assert (data.num_classes, data.num_instances, data.image_size, data.num_points) == (1000, 1, 512, 100_000)
+    assert (data.num_maps_min, data.num_maps_max, data.sigma, data.sigma_margin) == (2, 2, 4.0, 0.1)
+    drawing = (data.delta, data.min_fill, data.draw_mode, data.gray_value, data.pad)
+    assert drawing == (0.1, 0.05, "patch", 127, 6)
+
+
+def test_fractaldb_renders_of_a_row_share_the_orbit_and_keep_the_category_probabilities():
+    gen = get_generator("fractaldb", **{**SMALL, "num_instances": 200, "draw_mode": "point"})
+    rows = len(weight_table(0.4))
+    # point mode has no patch masks: renders 0 and 1 of one weight row are the same orbit
+    assert np.array_equal(gen.render(1, 0), gen.render(1, 4 * rows))
+    patch = get_generator("fractaldb", **{**SMALL, "num_instances": 200})
+    assert not np.array_equal(patch.render(1, 0), patch.render(1, 4 * rows))  # other masks
+    maps = gen.system(1)
+    weighted = maps * weight_table(0.4)[0]
+    c = gen.config
+    own = ifs.render_system(weighted, ifs.det_probs(maps), derive_seed(c.seed, "fractaldb/orbit", 1, 0),
+                            size=c.image_size, pad=c.pad, num_points=c.num_points, patch=False,
+                            palette=np.full((1, 1), 127, np.uint8))
+    assert np.array_equal(gen.render(1, 0), own)
+
+
+def test_orbits_start_at_the_origin_which_counts_in_the_framing():
+    maps = np.array([[0.5, 0.0, 0.0, 0.5, 2.0, 2.0], [0.5, 0.0, 0.0, 0.5, 3.0, 2.0]])  # far from (0, 0)
+    xs, ys = np.empty(1000), np.empty(1000)
+    n = ifs.orbit(maps, ifs.det_probs(maps), 1000, np.uint64(5), xs, ys)
+    assert n == 1000 and xs[0] == 0.0 and ys[0] == 0.0
+    img = ifs.rasterize(xs, ys, n, 64, 2, False, np.full((1, 1), 127, np.uint8), np.uint64(1))
+    assert img[64 - 1 - 2, 2] == 127  # the origin is the bottom-left corner of the frame
+
+
+def test_ofdb_is_one_instance_per_category_the_first_official_weight_row():
     exp = get_preset("ofdb-1k")
     assert (exp.data.num_classes, exp.data.num_instances) == (1000, 1)
+    gen = get_generator("fractaldb", **{**SMALL, "num_instances": 1})
+    assert gen.instance_layout(0) == (0, 0, 0)
+    assert np.allclose(weight_table(exp.data.weight_step)[0], [0.2, 1, 1, 1, 1, 1])
 
 
 def test_bad_input():

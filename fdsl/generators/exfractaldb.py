@@ -1,4 +1,4 @@
-"""ExFractalDB (Kataoka et al. CVPR'22): 3-D fractal point clouds seen from random viewpoints.
+"""ExFractalDB (Kataoka et al. CVPR'22): 3-D fractal point clouds seen from several viewpoints.
 
 Categories: each class runs its own seeded search (N maps in 2..7, the 12 parameters of each map
 ~ U(-1, 1), p proportional to |det|, accepted when the normalised 10,000-point cloud has a variance
@@ -8,9 +8,17 @@ so class k is computed without the classes before it.
 Instances: instance i uses weight row i % R of a table like FractalDB's over the 12 parameters (the
 identity, then each parameter scaled by 1 +- k * 0.1, k = 1..6: the authors' weights_ins145.csv,
 R = 145), whose cloud (num_points points, normalised and centred as the authors' instance.py does)
-is then seen from a viewpoint drawn for instance i: rotated, projected through a 45-degree pinhole
-camera 4 units away (the authors' OpenGL settings; orthographic optional) and splatted one white
-pixel per point on black, in software. Instances i and i + R share their cloud and differ in view.
+is then seen from a viewpoint: rotated, projected through a 45-degree pinhole camera 4 units away
+(the authors' OpenGL settings; orthographic optional) and splatted one white pixel per point on
+black, in software. Instances i and i + R share their cloud and differ in view.
+
+Viewpoints (`viewpoint`): "ring" (the default) is the public renderer's (image_render/render.py,
+view_point 12): view k = (i // R) % 12 at zero elevation, turned about the vertical axis by
+2 pi k / 12 + 30 degrees + a jitter of U(-pi, pi) *degrees* (the code's glm.radians of a value
+drawn in (-pi, pi)). The original's camera starts on the x axis, fdsl's on z: a fixed quarter
+turn, i.e. three of the twelve steps, so the set of views is the same. "sphere" (a uniformly random
+3-D rotation per instance) and "turntable" (a uniformly random turn about the vertical axis) are
+fdsl's wider distributions, kept as named options.
 A weighted system whose orbit diverges is cut where it diverges (the original drops it); a fully
 diverged orbit gives a black image.
 """
@@ -56,8 +64,13 @@ class ExFractalDBConfig(DatasetConfig):
     """Spacing of the instance weight factors around 1."""
     weight_levels: int = 6
     """Weight factors 1 +- k * weight_step for k = 1..weight_levels (6 gives the 145-row table)."""
-    viewpoint: Literal["sphere", "turntable"] = "sphere"
-    """"sphere": a uniformly random rotation per instance; "turntable": a random turn about y."""
+    viewpoint: Literal["ring", "sphere", "turntable"] = "ring"
+    """"ring": num_views evenly spaced turns about y at zero elevation (the public renderer);
+    "sphere": a uniformly random rotation per instance; "turntable": a random turn about y."""
+    num_views: int = 12
+    """Ring: number of evenly spaced views (the public renderer's view_point, 12)."""
+    view_jitter_deg: float = float(np.pi)
+    """Ring: each view is turned by a further U(-view_jitter_deg, view_jitter_deg) degrees."""
     projection: Literal["perspective", "orthographic"] = "perspective"
     """Camera model of the software projection."""
     fov_deg: float = 45.0
@@ -86,7 +99,9 @@ class ExFractalDBConfig(DatasetConfig):
         if self.weight_step * self.weight_levels >= 1.0:
             raise ValueError(f"weight_levels: got {self.weight_levels}, expected weight_levels * "
                              f"weight_step < 1 so that every weight factor is positive")
-        self._check_choice("viewpoint", ["sphere", "turntable"])
+        self._check_choice("viewpoint", ["ring", "sphere", "turntable"])
+        self._check_range("num_views", 1, 3600)
+        self._check_range("view_jitter_deg", 0.0, 180.0)
         self._check_choice("projection", ["perspective", "orthographic"])
         self._check_range("fov_deg", 1.0, 179.0)
         self._check_range("camera_distance", 2.0 * self.normalize + ifs3d.Z_NEAR, 1e6)
@@ -113,7 +128,7 @@ def weight_table(step: float, levels: int) -> np.ndarray:
 @register
 class ExFractalDBGenerator(Generator):
     name = "exfractaldb"
-    version = "1"
+    version = "2"
     config_cls = ExFractalDBConfig
     config: ExFractalDBConfig
 
@@ -153,8 +168,13 @@ class ExFractalDBGenerator(Generator):
 
     def view(self, class_id: int, instance_id: int) -> np.ndarray:
         """The 3x3 rotation an instance is seen through."""
-        u = uniforms(derive_seed(self.config.seed, "exfractaldb/view", class_id, instance_id), 3)
-        return ifs3d.rotation(u, self.config.viewpoint)
+        c = self.config
+        u = uniforms(derive_seed(c.seed, "exfractaldb/view", class_id, instance_id), 3)
+        if c.viewpoint != "ring":
+            return ifs3d.rotation(u, c.viewpoint)
+        k = (instance_id // len(self._weights)) % c.num_views
+        turn = k / c.num_views + (30.0 + (2.0 * u[0] - 1.0) * c.view_jitter_deg) / 360.0
+        return ifs3d.rotation(np.array([turn % 1.0]), "turntable")
 
     def _render(self, class_id: int, instance_id: int) -> np.ndarray:
         c = self.config

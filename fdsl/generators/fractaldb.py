@@ -7,9 +7,15 @@ before it. With `sampling="sigma"` the maps are drawn contractive with a sigma-f
 with no rejection loop.
 
 Instances (FractalDB's layout): instance i is flip i % 4 (none, top-bottom, left-right, both) of
-weight row (i // 4) % R (the identity, then each of the 6 parameters scaled by 1 +- k*weight_step),
-render i // (4 R). With weight_step 0.4, R = 25 and FractalDB-1k's 1,000 instances are
-25 rows x 10 renders x 4 flips. The four flips share one rendering (cached), as in the original.
+weight row (i // 4) % R, render i // (4 R). The rows are the official weights_<step>.csv in its
+order: each of the 6 parameters in turn scaled by 0.2, 0.2 + step, ..., 1.8, the all-ones row once
+(in the first parameter's block: row 2 for step 0.4, R = 25). FractalDB-1k's 1,000 instances are
+25 rows x 10 renders x 4 flips. As in the official make_fractaldb.py / ifs_function.py:
+- a weight row scales a..f while each map keeps the category's probability (|det| of the
+  unweighted maps, the CSV's column 7);
+- the renders of one (category, row) share their orbit (the official code re-seeds numpy with 100
+  for every render) and differ in their random patch masks;
+- the four flips share one rendering (cached); the origin, the orbit's start, counts in the framing.
 """
 
 from __future__ import annotations
@@ -120,14 +126,19 @@ def flip(img: np.ndarray, kind: int) -> np.ndarray:
 
 @functools.cache
 def weight_table(step: float) -> np.ndarray:
-    """Instance weight rows (R, 6): the identity, then each parameter scaled by 1 +- k*step.
+    """Instance weight rows (R, 6) in the order of the official weights_<step>.csv.
 
-    For step 0.4 the factors are 0.2, 0.6, 1.4, 1.8 and R = 1 + 6 * 4 = 25 (FractalDB's table).
+    Parameter by parameter, the factors 1 + k*step (k = -K..K, K = 0.8 / step) scale that one
+    parameter; the all-ones row appears once, in the first parameter's block. For step 0.4: 0.2,
+    0.6, 1.0, 1.4, 1.8 for a, then 0.2, 0.6, 1.4, 1.8 for each of b..f: R = 25, row 0 is
+    (0.2, 1, 1, 1, 1, 1) (OFDB's one instance), row 2 the identity.
     """
-    ks = [k for k in range(-int(0.8 / step + 1e-9), int(0.8 / step + 1e-9) + 1) if k != 0]
-    rows = [np.ones(6)]
+    top = int(0.8 / step + 1e-9)
+    rows = []
     for param in range(6):
-        for k in ks:
+        for k in range(-top, top + 1):
+            if k == 0 and param > 0:
+                continue
             row = np.ones(6)
             row[param] = 1.0 + k * step
             rows.append(row)
@@ -166,22 +177,22 @@ class IFSGenerator(Generator):
     def _make_system(self, class_id: int) -> np.ndarray:
         raise NotImplementedError
 
-    def _draw(self, maps: np.ndarray, seed: int) -> np.ndarray:
+    def _draw(self, maps: np.ndarray, probs: np.ndarray, seed: int, patch_seed: int) -> np.ndarray:
         c = self.config
-        return ifs.render_system(maps, ifs.det_probs(maps), seed, size=c.image_size, pad=c.pad,
-                                 num_points=c.num_points, patch=c.draw_mode == "patch",
-                                 palette=self._palette)
+        return ifs.render_system(maps, probs, seed, size=c.image_size, pad=c.pad, num_points=c.num_points,
+                                 patch=c.draw_mode == "patch", palette=self._palette, patch_seed=patch_seed)
 
-    def _render_cached(self, key: tuple, maps_fn, seed: int, flip_kind: int) -> np.ndarray:
+    def _render_cached(self, key: tuple, draw_fn, flip_kind: int) -> np.ndarray:
+        """flip `flip_kind` of the image `draw_fn()` draws, drawn once for consecutive equal keys."""
         if self._last is None or self._last[0] != key:
-            self._last = (key, self._draw(maps_fn(), seed))
+            self._last = (key, draw_fn())
         return flip(self._last[1], flip_kind)
 
 
 @register
 class FractalDBGenerator(IFSGenerator):
     name = "fractaldb"
-    version = "1"
+    version = "2"
     config_cls = FractalDBConfig
     config: FractalDBConfig
 
@@ -195,7 +206,12 @@ class FractalDBGenerator(IFSGenerator):
 
     def _render(self, class_id: int, instance_id: int) -> np.ndarray:
         row, render, flip_kind = self.instance_layout(instance_id)
-        seed = derive_seed(self.config.seed, "fractaldb/instance", class_id, row, render)
+        orbit_seed = derive_seed(self.config.seed, "fractaldb/orbit", class_id, row)
+        patch_seed = derive_seed(self.config.seed, "fractaldb/instance", class_id, row, render)
         weights = weight_table(self.config.weight_step)[row]
-        return self._render_cached((class_id, row, render), lambda: self.system(class_id) * weights,
-                                   seed, flip_kind)
+
+        def draw() -> np.ndarray:
+            maps = self.system(class_id)
+            return self._draw(maps * weights, ifs.det_probs(maps), orbit_seed, patch_seed)
+
+        return self._render_cached((class_id, row, render), draw, flip_kind)

@@ -63,9 +63,13 @@ def _chaos(maps, cum, start, stop, state, x, y, xs, ys):
 def orbit(maps, probs, num_points, seed, xs, ys):
     """Chaos game from (0, 0): fills xs[:n], ys[:n] and returns n.
 
-    A diverging orbit is cut at its first non-finite point, minus the 100 points before it.
+    Point 0 is the start (0, 0) itself, as in the official renderers, so the origin counts in the
+    framing (the bounding box always holds it). A diverging orbit is cut at its first non-finite
+    point, minus the 100 points before it.
     """
-    end, _, _, _ = _chaos(maps, _cumulative(probs), 0, num_points, np.uint64(seed), 0.0, 0.0, xs, ys)
+    xs[0] = 0.0
+    ys[0] = 0.0
+    end, _, _, _ = _chaos(maps, _cumulative(probs), 1, num_points, np.uint64(seed), 0.0, 0.0, xs, ys)
     return end if end == num_points else max(0, end - _DIVERGED_DROP)
 
 
@@ -226,7 +230,9 @@ def _search_uniform(seed, n_min, n_max, param_range, fill_rate, num_points, size
             continue
         state, orbit_state = next_u64(state)
         cum = _cumulative(det / det.sum())
-        done, x, y = 0, 0.0, 0.0
+        xs[0] = 0.0  # the origin is point 0, as in `orbit`
+        ys[0] = 0.0
+        done, x, y = 1, 0.0, 0.0
         for factor in (8, 4, 1):
             stop = num_points // factor
             end, orbit_state, x, y = _chaos(maps, cum, done, stop, orbit_state, x, y, xs, ys)
@@ -282,12 +288,16 @@ def _sample_singular_values(n: int, alpha: float, u: np.ndarray) -> np.ndarray:
 
 
 def sample_sigma_system(seed: int, *, n_min: int, n_max: int, sigma_lo: float, sigma_hi: float,
-                        param_range: float) -> np.ndarray:
+                        param_range: float, alpha: tuple[float, float] | None = None) -> np.ndarray:
     """A contractive system whose sigma-factor sum(s1 + 2 s2) is uniform in
-    [(sigma_lo + N) / 2, (sigma_hi + N) / 2]: no rejection loop (Anderson & Farrell)."""
+    [(sigma_lo + N) / 2, (sigma_hi + N) / 2]: no rejection loop (Anderson & Farrell).
+
+    `alpha` = (lo, hi) gives the sigma-factor's range directly instead (1p-frac draws it from
+    U(sigma - 0.1, sigma + 0.1) for its N = 2 base system).
+    """
     u = uniforms(seed, 1 + 1 + 2 * 7 + 2 * 7 + 2 * 7 + 2 * 7)
     n = n_min + int(u[0] * (n_max - n_min + 1))
-    lo, hi = (sigma_lo + n) / 2, (sigma_hi + n) / 2
+    lo, hi = ((sigma_lo + n) / 2, (sigma_hi + n) / 2) if alpha is None else alpha
     alpha = min(lo + u[1] * (hi - lo), 3.0 * n - 1e-9)
     svals = _sample_singular_values(n, alpha, u[2:2 + 2 * n])
     angles = (2.0 * u[16:16 + 2 * n] - 1.0) * np.pi
@@ -313,10 +323,16 @@ def hue_palette(period: int = 128, saturation: float = 0.75, value: float = 0.75
 
 
 def render_system(maps: np.ndarray, probs: np.ndarray, seed: int, *, size: int, pad: int,
-                  num_points: int, patch: bool, palette: np.ndarray) -> np.ndarray:
-    """Orbit + rasterise: (size, size) uint8 for a gray palette, else (size, size, 3)."""
+                  num_points: int, patch: bool, palette: np.ndarray,
+                  patch_seed: int | None = None) -> np.ndarray:
+    """Orbit + rasterise: (size, size) uint8 for a gray palette, else (size, size, 3).
+
+    `seed` drives the orbit and, unless `patch_seed` is given, the patch masks: renders that share
+    an orbit and differ in their masks (FractalDB's renders of one weight row) pass one `seed` and
+    their own `patch_seed`.
+    """
     xs = np.empty(num_points, np.float64)
     ys = np.empty(num_points, np.float64)
     n = orbit(maps, probs, num_points, np.uint64(derive_seed(seed, "orbit")), xs, ys)
-    img = rasterize(xs, ys, n, size, pad, patch, palette, np.uint64(derive_seed(seed, "patch")))
-    return img
+    mask_seed = derive_seed(seed if patch_seed is None else patch_seed, "patch")
+    return rasterize(xs, ys, n, size, pad, patch, palette, np.uint64(mask_seed))

@@ -50,8 +50,10 @@ def cmd_presets(args) -> int:
 def cmd_show(args) -> int:
     from fdsl.config import field_docs
     from fdsl.presets import get_preset
+    from fdsl.recipes import recipe_source
 
     exp = get_preset(args.preset, args.overrides)
+    print(f"recipe: {recipe_source(args.preset)}", file=sys.stderr)
     if args.docs:
         docs = field_docs(type(exp.data))
         for key, value in exp.data.to_dict().items():

@@ -158,27 +158,49 @@ def debug_exfractaldb() -> Experiment:
 
 
 # --- pre-training: ViTs on the formula sets (`fdsl pretrain PRESET --data DIR|stream --out RUN`) -----
-# The DeiT recipe of the FDSL ViT papers (see docs/pretrain.md): AdamW, cosine with warm-up,
-# RandAugment m9-mstd0.5, Mixup 0.8 / CutMix 1.0, label smoothing 0.1, random erasing 0.25,
-# repeated augmentation, no horizontal flip. The data part of each preset is the data set's own
-# preset, so `fdsl generate fractaldb-1k` makes exactly the folder `vit-tiny-fractaldb-1k` reads.
+# Each recipe is its authors' script, field by field (docs/recipes.md has the sources; fdsl/recipes.py
+# the table that tests/test_recipes.py pins). Where no public script exists the preset says "our
+# choice". Every recipe trains in bf16 where the scripts train in fp32 or fp16: bf16 keeps fp32's
+# exponent range (no loss scaling) at half the memory, the reason fdsl trains in it on every GPU. The
+# data part of each preset is the data set's own preset, so `fdsl generate fractaldb-1k` makes exactly
+# the folder `vit-tiny-fractaldb-1k` reads.
 _VIT = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224"}
+_GPU_NODE = dict(num_workers=8, use_gpu=True, cpus_per_worker=4)
+
+
+def _recipe_nakashima(size: str) -> PretrainConfig:
+    """nakashima-kodai/FractalDB-Pretrained-ViT-PyTorch: one process (DataParallel), batch 64, lr 3e-4
+    x 64 / 512 (pretrain.py scales it), 10 warm-up epochs from 1e-6, 300 epochs, no repeated aug."""
+    return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=64, epochs=300,
+                          lr=3e-4 * 64 / 512, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=10,
+                          weight_decay=0.05, repeated_aug=1, precision="bf16", zero_stage=1, num_workers=1,
+                          use_gpu=True, cpus_per_worker=8, checkpoint_every=2000)
 
 
 def _recipe_1k(size: str) -> PretrainConfig:
-    """1k-class sets: batch 256, 300 epochs, 224px, on one node of 8 GPUs."""
+    """Our choice for 1k-class sets without a public script: the CVPR'22 DeiT recipe at batch 256."""
     return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=256,
                           epochs=300, lr=1e-3, warmup_epochs=5, weight_decay=0.05, precision="bf16",
-                          zero_stage=1, num_workers=8, use_gpu=True, cpus_per_worker=4,
-                          checkpoint_every=2000)
+                          zero_stage=1, checkpoint_every=2000, **_GPU_NODE)
 
 
-def _recipe_21k(size: str) -> PretrainConfig:
-    """21k-class sets: batch 8,192 (8 GPUs x 256 x 4 accumulation), 90 epochs, 224px."""
-    return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=8192,
-                          grad_accum_steps=4, epochs=90, lr=1e-3, warmup_epochs=5, weight_decay=0.05,
-                          precision="bf16", zero_stage=1, num_workers=8, use_gpu=True, cpus_per_worker=4,
-                          checkpoint_every=1000)
+def _recipe_21k(warmup_steps: int = 0, warmup_lr: float = 1e-4) -> PretrainConfig:
+    """The CVPR'22 / CVPR'23 scripts: deit_base_patch16_224 (ImageNet mean/std), batch 64 x 128 GPUs
+    = 8,192 (here 8 GPUs x 256 x 4 accumulation), lr 1e-3 unscaled, 90 epochs, repeated aug."""
+    return PretrainConfig(model="deit_base_patch16_224", img_size=224, patch_size=16, global_batch_size=8192,
+                          grad_accum_steps=4, epochs=90, lr=1e-3, min_lr=1e-5, warmup_lr=warmup_lr,
+                          warmup_epochs=5, warmup_steps=warmup_steps, weight_decay=0.05, precision="bf16",
+                          zero_stage=1, checkpoint_every=1000, **_GPU_NODE)
+
+
+def _recipe_one_instance() -> PretrainConfig:
+    """OFDB / 1p-frac pre-train.sh: vit_tiny, batch 32 x 8 = 256, lr 1e-3 x 256 / 512 (main.py scales
+    lr, warm-up and min lr), 80,000 epochs of the 1,000 images, h/v flips 0.5, erasing 0.5."""
+    return PretrainConfig(model=_VIT["tiny"], img_size=224, patch_size=16, global_batch_size=256,
+                          epochs=80_000, lr=1e-3 * 256 / 512, min_lr=1e-5 * 256 / 512,
+                          warmup_lr=1e-6 * 256 / 512, warmup_epochs=5, weight_decay=0.05, hflip=0.5,
+                          vflip=0.5, random_erasing=0.5, repeated_aug=1, precision="bf16", zero_stage=1,
+                          checkpoint_every=20_000, **_GPU_NODE)
 
 
 def _pretrain(data: Callable[[], Experiment], recipe: PretrainConfig) -> Experiment:
@@ -189,44 +211,56 @@ def _pretrain(data: Callable[[], Experiment], recipe: PretrainConfig) -> Experim
 
 @preset("vit-tiny-fractaldb-1k")
 def vit_tiny_fractaldb_1k() -> Experiment:
-    """ViT-Tiny/16 on FractalDB-1k, DeiT recipe (Nakashima et al. AAAI'22): batch 256, 300 epochs."""
-    return _pretrain(fractaldb_1k, _recipe_1k("tiny"))
+    """ViT-Tiny/16 on FractalDB-1k, Nakashima et al. AAAI'22's script: batch 64, lr 3.75e-5, 300 epochs."""
+    return _pretrain(fractaldb_1k, _recipe_nakashima("tiny"))
 
 
 @preset("vit-small-fractaldb-1k")
 def vit_small_fractaldb_1k() -> Experiment:
-    """ViT-Small/16 on FractalDB-1k, DeiT recipe: batch 256, 300 epochs, 224px."""
-    return _pretrain(fractaldb_1k, _recipe_1k("small"))
+    """ViT-Small/16 on FractalDB-1k, Nakashima et al.'s script (its deit_small config): as ViT-Tiny."""
+    return _pretrain(fractaldb_1k, _recipe_nakashima("small"))
 
 
 @preset("vit-base-fractaldb-1k")
 def vit_base_fractaldb_1k() -> Experiment:
-    """ViT-Base/16 on FractalDB-1k, DeiT recipe: batch 256, 300 epochs, 224px."""
+    """ViT-Base/16 on FractalDB-1k, our choice (no public script): the CVPR'22 DeiT recipe at batch 256."""
     return _pretrain(fractaldb_1k, _recipe_1k("base"))
 
 
 @preset("vit-tiny-visualatom-1k")
 def vit_tiny_visualatom_1k() -> Experiment:
-    """ViT-Tiny/16 on VisualAtom-1k (Takashima et al. CVPR'23): batch 256, 300 epochs."""
+    """ViT-Tiny/16 on VisualAtom-1k, our choice (no public script): the CVPR'22 DeiT recipe at batch 256."""
     return _pretrain(visualatom_1k, _recipe_1k("tiny"))
+
+
+@preset("vit-tiny-ofdb-1k")
+def vit_tiny_ofdb_1k() -> Experiment:
+    """ViT-Tiny/16 on OFDB-1k (Nakamura et al. ICCV'23, pre-train.sh): 80,000 epochs, lr 5e-4, flips."""
+    return _pretrain(ofdb_1k, _recipe_one_instance())
+
+
+@preset("vit-tiny-onepfrac-1k")
+def vit_tiny_onepfrac_1k() -> Experiment:
+    """ViT-Tiny/16 on 1p-frac (Nakamura et al. ECCV'24, train/pre-train.sh): as OFDB's recipe."""
+    return _pretrain(onepfrac_1k, _recipe_one_instance())
 
 
 @preset("vit-base-exfractaldb-21k")
 def vit_base_exfractaldb_21k() -> Experiment:
-    """ViT-Base/16 on ExFractalDB-21k (Kataoka et al. CVPR'22): batch 8,192, 90 epochs, 224px."""
-    return _pretrain(exfractaldb_21k, _recipe_21k("base"))
+    """ViT-Base/16 on ExFractalDB-21k (Kataoka et al. CVPR'22 scripts): batch 8,192, 90 epochs, 224px."""
+    return _pretrain(exfractaldb_21k, _recipe_21k())
 
 
 @preset("vit-base-rcdb-21k")
 def vit_base_rcdb_21k() -> Experiment:
-    """ViT-Base/16 on RCDB-21k (Kataoka et al. CVPR'22): batch 8,192, 90 epochs, 224px."""
-    return _pretrain(rcdb_21k, _recipe_21k("base"))
+    """ViT-Base/16 on RCDB-21k (Kataoka et al. CVPR'22 scripts): batch 8,192, 90 epochs, 224px."""
+    return _pretrain(rcdb_21k, _recipe_21k())
 
 
 @preset("vit-base-visualatom-21k")
 def vit_base_visualatom_21k() -> Experiment:
-    """ViT-Base/16 on VisualAtom-21k (Takashima et al. CVPR'23): batch 8,192, 90 epochs, 224px."""
-    return _pretrain(visualatom_21k, _recipe_21k("base"))
+    """ViT-Base/16 on VisualAtom-21k (Takashima et al. CVPR'23 script): batch 8,192, 5,000 warm-up steps."""
+    return _pretrain(visualatom_21k, _recipe_21k(warmup_steps=5000, warmup_lr=1e-6))
 
 
 @preset("debug-vit")
@@ -253,17 +287,18 @@ def _finetune(base: Callable[[], Experiment], finetune: FinetuneConfig,
 
 @preset("finetune-sgd")
 def finetune_sgd() -> Experiment:
-    """FDSL papers' small-set recipe on CIFAR-10: SGD lr 0.01, wd 1e-4, batch 768, 1,000 epochs."""
+    """VisualAtom/OFDB/1p-frac finetune.sh, CIFAR-10: Nesterov SGD 0.01 x 768/512, batch 768, 1,000 epochs."""
     return _finetune(vit_tiny_fractaldb_1k, FinetuneConfig(
         dataset="cifar10:data/cifar-10-batches-py", epochs=1000, global_batch_size=768, optimizer="sgd",
-        lr=0.01, weight_decay=1e-4, momentum=0.9, warmup_epochs=5, label_smoothing=0.1,
+        nesterov=True, lr=0.01 * 768 / 512, min_lr=1e-5 * 768 / 512, warmup_lr=1e-6 * 768 / 512,
+        weight_decay=1e-4, momentum=0.9, warmup_epochs=10, label_smoothing=0.1,
         randaugment="rand-m9-mstd0.5-inc1", crop_scale_min=0.08, hflip=0.5, mixup=0.8, cutmix=1.0,
         random_erasing=0.25, num_workers=8, use_gpu=True, cpus_per_worker=4, augment_cpus=2))
 
 
 @preset("finetune-adamw")
 def finetune_adamw() -> Experiment:
-    """DeiT / Gani et al. fine-tuning on CIFAR-10: AdamW lr 1e-3, wd 0.05, batch 256, 100 epochs."""
+    """Our choice: DeiT-style AdamW fine-tuning, CIFAR-10 at 224px, lr 1e-3, wd 0.05, batch 256, 100 ep."""
     return _finetune(vit_tiny_fractaldb_1k, FinetuneConfig(
         dataset="cifar10:data/cifar-10-batches-py", epochs=100, global_batch_size=256, optimizer="adamw",
         lr=1e-3, min_lr=1e-5, weight_decay=0.05, warmup_epochs=5, label_smoothing=0.1,
@@ -273,15 +308,26 @@ def finetune_adamw() -> Experiment:
 
 @preset("dino-small-data")
 def dino_small_data() -> Experiment:
-    """Gani et al. BMVC'22: DINO on the CIFAR-10 training set itself, 200 epochs, 2 + 8 crops, 32px ViT/4."""
+    """DINO on CIFAR-10 train: Gani et al. BMVC'22's train_ssl.py settings, fdsl's ViT-Tiny/4 at 32px."""
+    # Gani et al.'s README command and train_ssl.py defaults (docs/recipes.md): 2 GPUs x 256, lr 1e-4 per
+    # 256 images, 30 warm-up epochs, teacher temperature 0.04 -> 0.07 over 10 epochs, global crops
+    # (0.7, 1), 8 local crops (0.2, 0.5), head hidden 512, last layer not normalised. Our choice: the
+    # backbone is timm's ViT-Tiny at patch 4 (width 192, depth 12, 3 heads, MLP 4) instead of their
+    # width 192, depth 9, 12 heads, MLP 2, so that SSL on the target and FDSL pre-training compare on
+    # one architecture. The fine-tuning section is Gani et al.'s finetune.py where fdsl has the knob
+    # (lr, wd, batch, epochs, 10 warm-up epochs, Mixup/CutMix alpha 1 with probability 0.5); the rest
+    # differs (docs/recipes.md).
     experiment = _finetune(vit_tiny_fractaldb_1k, FinetuneConfig(
         dataset="cifar10:data/cifar-10-batches-py", img_size=32, epochs=100, global_batch_size=256,
-        optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=5, randaugment="rand-m9-mstd0.5-inc1",
-        crop_scale_min=0.08, hflip=0.5, mixup=0.8, cutmix=1.0, random_erasing=0.25, num_workers=8,
-        use_gpu=True, cpus_per_worker=4, augment_cpus=2), SSLConfig(
+        optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=10, randaugment="rand-m9-mstd0.5-inc1",
+        crop_scale_min=0.08, hflip=0.5, mixup=1.0, cutmix=1.0, mixup_prob=0.5, random_erasing=0.25,
+        num_workers=8, use_gpu=True, cpus_per_worker=4, augment_cpus=2), SSLConfig(
         dataset="cifar10:data/cifar-10-batches-py", img_size=32, patch_size=4, local_img_size=16,
-        epochs=200, global_batch_size=256, lr=5e-4, warmup_epochs=10, out_dim=1024, num_local_crops=8,
-        num_workers=8, use_gpu=True, cpus_per_worker=4, augment_cpus=2))
+        epochs=200, global_batch_size=512, lr=1e-4, min_lr=1e-6, warmup_epochs=30, out_dim=1024,
+        hidden_dim=512, norm_last_layer=False, warmup_teacher_temp=0.04, teacher_temp=0.07,
+        warmup_teacher_temp_epochs=10, num_local_crops=8, global_crop_scale_min=0.7,
+        local_crop_scale_min=0.2, local_crop_scale_max=0.5, num_workers=2, use_gpu=True, cpus_per_worker=8,
+        augment_cpus=2))
     experiment.pretrain.img_size, experiment.pretrain.patch_size = 32, 4
     return experiment
 

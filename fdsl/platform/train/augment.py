@@ -23,13 +23,14 @@ def _posterize(img, bits_to_keep, **kwargs):
 
 
 @functools.lru_cache(maxsize=8)
-def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hflip: float):
+def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hflip: float,
+                     vflip: float = 0.0):
     from timm.data import create_transform
     from timm.data.auto_augment import RandAugment, posterize
 
     # use_prefetcher=True: uint8 CHW out; normalisation and random erasing happen on the worker's device
     transform = create_transform(input_size=(3, img_size, img_size), is_training=True, use_prefetcher=True,
-                                 scale=(crop_scale_min, 1.0), hflip=hflip, vflip=0.0,
+                                 scale=(crop_scale_min, 1.0), hflip=hflip, vflip=vflip,
                                  auto_augment=randaugment or None, interpolation="bicubic", re_prob=0.0)
     for step in transform.transforms:
         for op in step.ops if isinstance(step, RandAugment) else ():
@@ -46,13 +47,13 @@ def to_rgb(image: np.ndarray):
 
 
 def augment_batch(batch: dict[str, np.ndarray], *, img_size: int, randaugment: str, crop_scale_min: float,
-                  hflip: float, repeats: int) -> dict[str, np.ndarray]:
+                  hflip: float, repeats: int, vflip: float = 0.0) -> dict[str, np.ndarray]:
     """Ray Data adapter: {"image" (B,H,W[,3]) uint8, "label"} -> {"image" (B*r,3,S,S) uint8, "label" int64}.
 
     Each image is augmented `repeats` times (repeated augmentation); the copies stay adjacent, so they
     land in the same global batch as with DeiT's RASampler.
     """
-    transform = _train_transform(img_size, randaugment, crop_scale_min, hflip)
+    transform = _train_transform(img_size, randaugment, crop_scale_min, hflip, vflip)
     images, labels = batch["image"], np.asarray(batch["label"], dtype=np.int64)
     out = np.empty((len(images) * repeats, 3, img_size, img_size), dtype=np.uint8)
     for i, image in enumerate(images):
@@ -63,7 +64,8 @@ def augment_batch(batch: dict[str, np.ndarray], *, img_size: int, randaugment: s
 
 
 def augment_images(images: np.ndarray, labels: np.ndarray, *, img_size: int, randaugment: str,
-                   crop_scale_min: float, hflip: float, repeats: int = 1) -> dict[str, np.ndarray]:
+                   crop_scale_min: float, hflip: float, repeats: int = 1,
+                   vflip: float = 0.0) -> dict[str, np.ndarray]:
     """Training augmentation of a drawn batch (see `fdsl.platform.train.streams.seeded_stream`).
 
     With RandAugment or repeats: `augment_batch` (timm, per image). Without: `batch_resized_crop`
@@ -73,14 +75,14 @@ def augment_images(images: np.ndarray, labels: np.ndarray, *, img_size: int, ran
 
     if randaugment or repeats > 1:
         return augment_batch({"image": images, "label": labels}, img_size=img_size, randaugment=randaugment,
-                             crop_scale_min=crop_scale_min, hflip=hflip, repeats=repeats)
-    crops = batch_resized_crop(images, img_size, (crop_scale_min, 1.0), hflip)
+                             crop_scale_min=crop_scale_min, hflip=hflip, repeats=repeats, vflip=vflip)
+    crops = batch_resized_crop(images, img_size, (crop_scale_min, 1.0), hflip, vflip=vflip)
     return {"image": crops.round_().to(torch.uint8).numpy(), "label": np.asarray(labels, dtype=np.int64)}
 
 
 def batch_resized_crop(images: np.ndarray, size: int, scale: tuple[float, float], hflip: float,
-                       ratio: tuple[float, float] = (3 / 4, 4 / 3)):
-    """RandomResizedCrop + horizontal flip of a whole batch at once (one `grid_sample`, bicubic).
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3), vflip: float = 0.0):
+    """RandomResizedCrop + horizontal (and vertical) flip of a whole batch at once (one `grid_sample`).
 
     images: (B,H,W) or (B,H,W,3) uint8 -> float tensor (B,3,size,size) in 0..255. Crop area fraction
     ~ U(scale), log aspect ratio ~ U(log ratio), as torchvision/timm (10 tries, else the full image),
@@ -103,7 +105,7 @@ def batch_resized_crop(images: np.ndarray, size: int, scale: tuple[float, float]
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = crop_w * torch.where(torch.rand(b) < hflip, -1.0, 1.0)
     theta[:, 0, 2] = (torch.rand(b) * 2 - 1) * (1 - crop_w)
-    theta[:, 1, 1] = crop_h
+    theta[:, 1, 1] = crop_h * (torch.where(torch.rand(b) < vflip, -1.0, 1.0) if vflip > 0 else 1.0)
     theta[:, 1, 2] = (torch.rand(b) * 2 - 1) * (1 - crop_h)
     grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp_(0, 255)

@@ -125,6 +125,8 @@ class ScheduleSection(Config):
     """Learning rate at step 0, raised linearly to `lr` during warm-up."""
     warmup_epochs: float = 5.0
     """Length of the linear warm-up in epochs (converted to optimizer steps)."""
+    warmup_steps: int = 0
+    """If > 0: the warm-up is this many optimizer steps instead of `warmup_epochs` (VisualAtom: 5,000)."""
     weight_decay: float = 0.05
     """Weight decay (not applied to biases and norms)."""
     clip_grad: float = 0.0
@@ -141,6 +143,7 @@ class ScheduleSection(Config):
         self._check_range("min_lr", 0.0, self.lr)
         self._check_range("warmup_lr", 0.0, 10.0)
         self._check_range("warmup_epochs", 0.0, 1e6)
+        self._check_range("warmup_steps", 0, 10**9)
         self._check_range("weight_decay", 0.0, 10.0)
         self._check_range("clip_grad", 0.0, 1e6)
         per_step = self.world_size * self.grad_accum_steps
@@ -163,7 +166,7 @@ class ScheduleSection(Config):
         """
         steps_per_epoch = max(1, num_images // self.global_batch_size)
         total = self.max_steps or max(1, math.ceil(self.epochs * num_images / self.global_batch_size))
-        warmup = min(total - 1, round(self.warmup_epochs * steps_per_epoch))
+        warmup = min(total - 1, self.warmup_steps or round(self.warmup_epochs * steps_per_epoch))
         return {"total_steps": total, "warmup_steps": max(0, warmup), "steps_per_epoch": steps_per_epoch}
 
 
@@ -211,6 +214,8 @@ class AugmentSection(Config):
     """Smallest area fraction of RandomResizedCrop (the largest is 1)."""
     hflip: float = 0.0
     """Horizontal flip probability (0: flips are already instances of the formula data sets)."""
+    vflip: float = 0.0
+    """Vertical flip probability (OFDB and 1p-frac pre-train with 0.5: their sets hold no flips)."""
     mixup: float = 0.8
     """Mixup alpha; 0 disables Mixup."""
     cutmix: float = 1.0
@@ -231,6 +236,7 @@ class AugmentSection(Config):
                              "like 'rand-m9-mstd0.5-inc1' or '' to disable")
         self._check_range("crop_scale_min", 0.01, 1.0)
         self._check_range("hflip", 0.0, 1.0)
+        self._check_range("vflip", 0.0, 1.0)
         self._check_range("mixup", 0.0, 100.0)
         self._check_range("cutmix", 0.0, 100.0)
         self._check_range("mixup_prob", 0.0, 1.0)
@@ -395,6 +401,8 @@ class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, Schedule
     weight_decay: float = 1e-4
     momentum: float = 0.9
     """SGD momentum (ignored by adamw)."""
+    nesterov: bool = False
+    """SGD with Nesterov momentum (timm's "sgd", which the FDSL repositories' scripts use)."""
     randaugment: str = ""
     crop_scale_min: float = 0.35
     mixup: float = 0.0
@@ -464,8 +472,10 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
     """Local crop side; 0: half of img_size (a multiple of patch_size)."""
     global_crop_scale_min: float = 0.4
     """Smallest area fraction of a global crop (the largest is 1)."""
+    local_crop_scale_min: float = 0.05
+    """Smallest area fraction of a local crop (DINO: 0.05; Gani et al. on CIFAR: 0.2)."""
     local_crop_scale_max: float = 0.4
-    """Largest area fraction of a local crop (the smallest is 0.05)."""
+    """Largest area fraction of a local crop."""
     hflip: float = 0.5
     """Horizontal flip probability of every crop."""
     color_jitter: float = 0.8
@@ -507,7 +517,8 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
         self._check_range("momentum_teacher", 0.0, 1.0)
         self._check_range("num_local_crops", 0, 64)
         self._check_range("global_crop_scale_min", 0.01, 1.0)
-        self._check_range("local_crop_scale_max", 0.05, 1.0)
+        self._check_range("local_crop_scale_min", 0.01, 1.0)
+        self._check_range("local_crop_scale_max", self.local_crop_scale_min, 1.0)
         for name in ("hflip", "color_jitter", "blur", "solarize"):
             self._check_range(name, 0.0, 1.0)
         self._check_range("epochs", 1, 10**6)

@@ -143,7 +143,8 @@ def train_func(config: dict[str, Any]) -> None:
     mean = spec.get("mean") or model.pretrained_cfg.get("mean", (0.5, 0.5, 0.5))
     std = spec.get("std") or model.pretrained_cfg.get("std", (0.5, 0.5, 0.5))
     trained = freeze_backbone(model) if cfg.linear_probe else None
-    opt_name = {"sgd": "momentum", "adamw": "adamw"}[cfg.optimizer]  # timm's "sgd" is Nesterov
+    # timm's "sgd" is Nesterov momentum, its "momentum" plain momentum
+    opt_name = {"sgd": "sgd" if cfg.nesterov else "momentum", "adamw": "adamw"}[cfg.optimizer]
     opt_args = {"momentum": cfg.momentum} if cfg.optimizer == "sgd" else {}
     optimizer = timm.optim.create_optimizer_v2(model, opt_name, lr=cfg.lr, weight_decay=cfg.weight_decay,
                                                **opt_args)
@@ -299,7 +300,7 @@ def training_dataset(data, cfg: FinetuneConfig, img_size: int):
     return seeded_stream(data.train_images, data.train_labels, num_rows=rows, seed=cfg.seed,
                          augment=augment_images, batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus,
                          img_size=img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
-                         hflip=cfg.hflip)
+                         hflip=cfg.hflip, vflip=cfg.vflip)
 
 
 def measure_loader(ds, num_images: int, batch_size: int) -> dict[str, float]:

@@ -282,7 +282,7 @@ def _photometric(crops, *, color_jitter: float, blur: float, solarize: float, gr
 
 def multicrop_views(picked: np.ndarray, labels=None, *, img_size: int, local_size: int, num_local: int,
                     global_scale_min: float, local_scale_max: float, hflip: float, color_jitter: float,
-                    blur: float, solarize: float) -> dict[str, np.ndarray]:
+                    blur: float, solarize: float, local_scale_min: float = 0.05) -> dict[str, np.ndarray]:
     """DINO's views of a drawn batch (labels unused): {"global" (B,2,3,S,S) uint8, "local" (B,N,3,s,s)
     uint8 if N > 0}; the augmentation of SSL's `seeded_stream`.
 
@@ -296,7 +296,8 @@ def multicrop_views(picked: np.ndarray, labels=None, *, img_size: int, local_siz
                                   solarize=view_solarize))
     out = {"global": torch.stack(views, dim=1).numpy()}
     if num_local:
-        local = [_photometric(batch_resized_crop(picked, local_size, (0.05, local_scale_max), hflip),
+        scale = (local_scale_min, local_scale_max)
+        local = [_photometric(batch_resized_crop(picked, local_size, scale, hflip),
                               color_jitter=color_jitter, blur=blur, solarize=0.0) for _ in range(num_local)]
         out["local"] = torch.stack(local, dim=1).numpy()
     return out
@@ -453,8 +454,9 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
         data.train_images, data.train_labels, num_rows=rows, seed=cfg.seed, augment=multicrop_views,
         batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, img_size=spec["img_size"],
         local_size=spec["local_size"], num_local=cfg.num_local_crops,
-        global_scale_min=cfg.global_crop_scale_min, local_scale_max=cfg.local_crop_scale_max, hflip=cfg.hflip,
-        color_jitter=cfg.color_jitter, blur=cfg.blur, solarize=cfg.solarize)
+        global_scale_min=cfg.global_crop_scale_min, local_scale_min=cfg.local_crop_scale_min,
+        local_scale_max=cfg.local_crop_scale_max, hflip=cfg.hflip, color_jitter=cfg.color_jitter,
+        blur=cfg.blur, solarize=cfg.solarize)
     print(f"ssl: DINO on {cfg.dataset} ({loop['num_train']} unlabelled images), {spec['architecture']} "
           f"{spec['img_size']}px/{spec['patch_size']}, 2 x {spec['img_size']}px + {cfg.num_local_crops} x "
           f"{spec['local_size']}px crops, {cfg.epochs} epochs", flush=True)

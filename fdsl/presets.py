@@ -400,14 +400,14 @@ def laptop_rcdb() -> Experiment:
 def laptop_fractaldb() -> Experiment:
     """FractalDB on a laptop: 32 x 64 fractals drawn as points at 32px, the laptop-visualatom recipe."""
     return _laptop(Experiment(generator="fractaldb", data=FractalDBConfig(**_LAPTOP_SET, **_LAPTOP_POINTS)),
-                   0.148, 0.228)
+                   0.155, 0.231)
 
 
 @preset("laptop-onepfrac")
 def laptop_onepfrac() -> Experiment:
     """1p-frac on a laptop: one N=2 system x U(0.9, 1.1) into 32 classes x 64 renders, points at 32px."""
     return _laptop(Experiment(generator="onepfrac", data=OnePFracConfig(**_LAPTOP_SET, **_LAPTOP_POINTS)),
-                   0.21, 0.246)
+                   0.222, 0.248)
 
 
 @preset("laptop-exfractaldb")

@@ -116,9 +116,7 @@ def _fractaldb_rows(n: int, instances: int, weight_note: str = "") -> tuple[Row,
             "pixel mapping",
             "uint16(x / span * (W - 2 pad) + pad), patch pasted at +1",
             f"{ifs} __rescale, draw_patch",
-            "int(x * (W - 1 - 2 pad) / span) + pad, patch centred",
-            note="fdsl centres the drawing (margin `pad` on all sides); the official mapping leaves 8 px "
-            "left/bottom and 3 px right/top: under 1 % of the scale, no change of content",
+            "uint16(x / span * (W - 2 pad) + pad), patch pasted at +1",
         ),
         Row(
             "random numbers",

@@ -93,12 +93,21 @@ def _bounds(xs, ys, n):
 
 @numba.njit(cache=True)
 def _pixel_scale(xs, ys, n, size, pad):
-    """Offsets and scales that map the orbit's bounding box into [pad, size - 1 - pad]."""
+    """Offsets and scales of the official mapping: uint16((x - min) / span * (size - 2 pad) + pad)."""
     xmin, xmax, ymin, ymax = _bounds(xs, ys, n)
-    span = size - 1 - 2 * pad
+    span = size - 2 * pad
     sx = span / (xmax - xmin) if xmax > xmin else 0.0
     sy = span / (ymax - ymin) if ymax > ymin else 0.0
     return xmin, ymin, sx, sy
+
+
+@numba.njit(inline="always")
+def _pixel(v, vmin, scale, pad, size):
+    """A point's pixel index on one axis (the official truncation), kept inside the canvas."""
+    return min(int((v - vmin) * scale) + pad, size - 1)
+
+
+_BORDER = 4  # canvas margin of the rasterisers: a patch at the official +2 offset never needs a check
 
 
 @numba.njit(cache=True)
@@ -106,16 +115,16 @@ def _raster(xs, ys, n, size, pad, patch, palette, seed):
     """Kernel of `rasterize` for a fixed channel count (numba specialises on palette's shape)."""
     channels = palette.shape[1]
     n_colors = palette.shape[0]
-    # One pixel of border on each side, so that a tile never needs a bounds check.
-    big = np.zeros((size + 2, size + 2, channels), np.uint8)
+    big = np.zeros((size + 2 * _BORDER, size + 2 * _BORDER, channels), np.uint8)
     if n == 0:
         return big
     xmin, ymin, sx, sy = _pixel_scale(xs, ys, n, size, pad)
     state = np.uint64(seed)
     color = 0
+    shift = 2 if patch else 0  # the official code pastes a patch's corner at the pixel + 1
     for i in range(n):
-        col = int((xs[i] - xmin) * sx) + pad + 1
-        row = size - (int((ys[i] - ymin) * sy) + pad)
+        col = _pixel(xs[i], xmin, sx, pad, size) + shift + _BORDER
+        row = size - 1 - _pixel(ys[i], ymin, sy, pad, size) - shift + _BORDER
         pick = color
         color = color + 1 if color + 1 < n_colors else 0
         if not patch:
@@ -135,14 +144,15 @@ def _raster(xs, ys, n, size, pad, patch, palette, seed):
 @numba.njit(cache=True)
 def _raster_gray(xs, ys, n, size, pad, patch, value, seed):
     """One-channel specialisation of `_raster` (the hot path of FractalDB: 2-D indexing)."""
-    big = np.zeros((size + 2, size + 2), np.uint8)
+    big = np.zeros((size + 2 * _BORDER, size + 2 * _BORDER), np.uint8)
     if n == 0:
         return big
     xmin, ymin, sx, sy = _pixel_scale(xs, ys, n, size, pad)
     state = np.uint64(seed)
+    shift = 2 if patch else 0
     for i in range(n):
-        col = int((xs[i] - xmin) * sx) + pad + 1
-        row = size - (int((ys[i] - ymin) * sy) + pad)
+        col = _pixel(xs[i], xmin, sx, pad, size) + shift + _BORDER
+        row = size - 1 - _pixel(ys[i], ymin, sy, pad, size) - shift + _BORDER
         if not patch:
             big[row, col] = value
             continue
@@ -157,16 +167,18 @@ def _raster_gray(xs, ys, n, size, pad, patch, value, seed):
 def rasterize(xs, ys, n, size, pad, patch, palette, seed) -> np.ndarray:
     """Draw n orbit points into a (size, size) or (size, size, 3) uint8 canvas, y axis up.
 
-    `palette` (K, C) gives point i the colour palette[i % K]; a (1, 1) palette draws one gray
-    level into a 2-D image. With `patch`, each point pastes a 3x3 tile centred on it whose cells
-    are the colour or black by a random 9-bit mask (1..511), as FractalDB's patch mode does;
-    otherwise the point sets one pixel.
+    The official mapping: pixel = uint16((v - min) / span * (size - 2 pad) + pad) on each axis
+    (kept inside the canvas), y up. `palette` (K, C) gives point i the colour palette[i % K]; a
+    (1, 1) palette draws one gray level into a 2-D image. With `patch`, each point pastes a 3x3
+    tile whose cells are the colour or black by a random 9-bit mask (1..511), its corner at the
+    pixel + 1 as the official draw_patch pastes it (so the tile's centre is the pixel + 2; cells
+    beyond the canvas are cut); otherwise the point sets its pixel.
     """
     if palette.shape == (1, 1):
         big = _raster_gray(xs, ys, n, size, pad, patch, np.int64(palette[0, 0]), seed)
     else:
         big = _raster(xs, ys, n, size, pad, patch, palette, seed)
-    return big[1:size + 1, 1:size + 1].copy()
+    return big[_BORDER:size + _BORDER, _BORDER:size + _BORDER].copy()
 
 
 @numba.njit(cache=True)
@@ -181,7 +193,7 @@ def _count_pixels(xs, ys, n, size, pad, seen, stamp):
     xmin, ymin, sx, sy = _pixel_scale(xs, ys, n, size, pad)
     count = 0
     for i in range(n):
-        at = (int((ys[i] - ymin) * sy) + pad) * size + int((xs[i] - xmin) * sx) + pad
+        at = _pixel(ys[i], ymin, sy, pad, size) * size + _pixel(xs[i], xmin, sx, pad, size)
         count += seen[at] != stamp  # branch-free: whether a pixel is new is random
         seen[at] = stamp
     return count

@@ -314,14 +314,14 @@ def dino_small_data() -> Experiment:
     # (0.7, 1), 8 local crops (0.2, 0.5), head hidden 512, last layer not normalised. Our choice: the
     # backbone is timm's ViT-Tiny at patch 4 (width 192, depth 12, 3 heads, MLP 4) instead of their
     # width 192, depth 9, 12 heads, MLP 2, so that SSL on the target and FDSL pre-training compare on
-    # one architecture. The fine-tuning section is Gani et al.'s finetune.py where fdsl has the knob
-    # (lr, wd, batch, epochs, 10 warm-up epochs, Mixup/CutMix alpha 1 with probability 0.5); the rest
-    # differs (docs/recipes.md).
+    # one architecture. The fine-tuning section is Gani et al.'s finetune.py: 32 px, padded RandomCrop,
+    # CIFAR-10 AutoAugment, repeated augmentation x 3, Mixup/CutMix alpha 1 with probability 0.5.
     experiment = _finetune(vit_tiny_fractaldb_1k, FinetuneConfig(
         dataset="cifar10:data/cifar-10-batches-py", img_size=32, epochs=100, global_batch_size=256,
-        optimizer="adamw", lr=1e-3, weight_decay=0.05, warmup_epochs=10, randaugment="rand-m9-mstd0.5-inc1",
-        crop_scale_min=0.08, hflip=0.5, mixup=1.0, cutmix=1.0, mixup_prob=0.5, random_erasing=0.25,
-        num_workers=8, use_gpu=True, cpus_per_worker=4, augment_cpus=2), SSLConfig(
+        optimizer="adamw", lr=1e-3, min_lr=1e-6, warmup_lr=1e-6, weight_decay=0.05, warmup_epochs=10,
+        randaugment="", autoaugment="cifar10", crop="padded", crop_padding=4, hflip=0.5, repeated_aug=3,
+        mixup=1.0, cutmix=1.0, mixup_prob=0.5, random_erasing=0.25, label_smoothing=0.1, num_workers=8,
+        use_gpu=True, cpus_per_worker=4, augment_cpus=2), SSLConfig(
         dataset="cifar10:data/cifar-10-batches-py", img_size=32, patch_size=4, local_img_size=16,
         epochs=200, global_batch_size=512, lr=1e-4, min_lr=1e-6, warmup_epochs=30, out_dim=1024,
         hidden_dim=512, norm_last_layer=False, warmup_teacher_temp=0.04, teacher_temp=0.07,

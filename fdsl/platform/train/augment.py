@@ -24,9 +24,12 @@ def _posterize(img, bits_to_keep, **kwargs):
 
 @functools.lru_cache(maxsize=8)
 def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hflip: float,
-                     vflip: float = 0.0):
+                     vflip: float = 0.0, crop: str = "resized", crop_padding: int = 4, autoaugment: str = ""):
     from timm.data import create_transform
     from timm.data.auto_augment import RandAugment, posterize
+
+    if crop == "padded" or autoaugment:
+        return _torchvision_transform(img_size, crop_scale_min, hflip, vflip, crop, crop_padding, autoaugment)
 
     # use_prefetcher=True: uint8 CHW out; normalisation and random erasing happen on the worker's device
     transform = create_transform(input_size=(3, img_size, img_size), is_training=True, use_prefetcher=True,
@@ -39,6 +42,26 @@ def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hfl
     return transform
 
 
+def _torchvision_transform(img_size: int, crop_scale_min: float, hflip: float, vflip: float, crop: str,
+                           crop_padding: int, autoaugment: str):
+    """The small-set recipe of Gani et al. (finetune.py): flip, RandomCrop with zero padding, the
+    AutoAugment policy of the data set (torchvision's AutoAugment, CIFAR10 / SVHN / ImageNet
+    policies of Cubuk et al.), uint8 CHW out like timm's prefetcher path."""
+    from torchvision.transforms import v2
+
+    steps = [v2.Resize(img_size, interpolation=v2.InterpolationMode.BICUBIC)]
+    if crop == "padded":
+        steps.append(v2.RandomCrop(img_size, padding=crop_padding))
+    else:
+        steps.append(v2.RandomResizedCrop(img_size, scale=(crop_scale_min, 1.0),
+                                          interpolation=v2.InterpolationMode.BICUBIC))
+    steps += [v2.RandomHorizontalFlip(hflip), v2.RandomVerticalFlip(vflip)]
+    if autoaugment:
+        steps.append(v2.AutoAugment(v2.AutoAugmentPolicy(autoaugment)))
+    steps.append(v2.PILToTensor())
+    return v2.Compose(steps)
+
+
 def to_rgb(image: np.ndarray):
     """A uint8 HxW or HxWx3 array as an RGB PIL image."""
     from PIL import Image
@@ -47,13 +70,15 @@ def to_rgb(image: np.ndarray):
 
 
 def augment_batch(batch: dict[str, np.ndarray], *, img_size: int, randaugment: str, crop_scale_min: float,
-                  hflip: float, repeats: int, vflip: float = 0.0) -> dict[str, np.ndarray]:
+                  hflip: float, repeats: int, vflip: float = 0.0, crop: str = "resized",
+                  crop_padding: int = 4, autoaugment: str = "") -> dict[str, np.ndarray]:
     """Ray Data adapter: {"image" (B,H,W[,3]) uint8, "label"} -> {"image" (B*r,3,S,S) uint8, "label" int64}.
 
     Each image is augmented `repeats` times (repeated augmentation); the copies stay adjacent, so they
     land in the same global batch as with DeiT's RASampler.
     """
-    transform = _train_transform(img_size, randaugment, crop_scale_min, hflip, vflip)
+    transform = _train_transform(img_size, randaugment, crop_scale_min, hflip, vflip, crop, crop_padding,
+                                 autoaugment)
     images, labels = batch["image"], np.asarray(batch["label"], dtype=np.int64)
     out = np.empty((len(images) * repeats, 3, img_size, img_size), dtype=np.uint8)
     for i, image in enumerate(images):
@@ -64,18 +89,21 @@ def augment_batch(batch: dict[str, np.ndarray], *, img_size: int, randaugment: s
 
 
 def augment_images(images: np.ndarray, labels: np.ndarray, *, img_size: int, randaugment: str,
-                   crop_scale_min: float, hflip: float, repeats: int = 1,
-                   vflip: float = 0.0) -> dict[str, np.ndarray]:
+                   crop_scale_min: float, hflip: float, repeats: int = 1, vflip: float = 0.0,
+                   crop: str = "resized", crop_padding: int = 4,
+                   autoaugment: str = "") -> dict[str, np.ndarray]:
     """Training augmentation of a drawn batch (see `fdsl.platform.train.streams.seeded_stream`).
 
-    With RandAugment or repeats: `augment_batch` (timm, per image). Without: `batch_resized_crop`
-    (RandomResizedCrop + flip of the whole batch at once, about 5x faster).
+    With RandAugment, AutoAugment, a padded crop or repeats: `augment_batch` (timm or torchvision, per
+    image). Without: `batch_resized_crop` (RandomResizedCrop + flip of the whole batch at once, about
+    5x faster).
     """
     import torch
 
-    if randaugment or repeats > 1:
+    if randaugment or autoaugment or crop != "resized" or repeats > 1:
         return augment_batch({"image": images, "label": labels}, img_size=img_size, randaugment=randaugment,
-                             crop_scale_min=crop_scale_min, hflip=hflip, repeats=repeats, vflip=vflip)
+                             crop_scale_min=crop_scale_min, hflip=hflip, repeats=repeats, vflip=vflip,
+                             crop=crop, crop_padding=crop_padding, autoaugment=autoaugment)
     crops = batch_resized_crop(images, img_size, (crop_scale_min, 1.0), hflip, vflip=vflip)
     return {"image": crops.round_().to(torch.uint8).numpy(), "label": np.asarray(labels, dtype=np.int64)}
 

@@ -216,6 +216,13 @@ class AugmentSection(Config):
     """Horizontal flip probability (0: flips are already instances of the formula data sets)."""
     vflip: float = 0.0
     """Vertical flip probability (OFDB and 1p-frac pre-train with 0.5: their sets hold no flips)."""
+    crop: Literal["resized", "padded"] = "resized"
+    """"resized": RandomResizedCrop (crop_scale_min..1); "padded": RandomCrop of the image zero-padded
+    by crop_padding pixels (the CIFAR recipe of Gani et al.)."""
+    crop_padding: int = 4
+    """Zero padding on each side before a "padded" crop."""
+    autoaugment: str = ""
+    """torchvision AutoAugment policy ("cifar10", "svhn", "imagenet") instead of RandAugment; "" off."""
     mixup: float = 0.8
     """Mixup alpha; 0 disables Mixup."""
     cutmix: float = 1.0
@@ -237,6 +244,12 @@ class AugmentSection(Config):
         self._check_range("crop_scale_min", 0.01, 1.0)
         self._check_range("hflip", 0.0, 1.0)
         self._check_range("vflip", 0.0, 1.0)
+        self._check_choice("crop", ["resized", "padded"])
+        self._check_range("crop_padding", 0, 64)
+        self._check_choice("autoaugment", ["", "cifar10", "svhn", "imagenet"])
+        if self.autoaugment and self.randaugment:
+            raise ValueError(f"autoaugment: got {self.autoaugment!r} with randaugment {self.randaugment!r}, "
+                             "expected one policy: set randaugment='' to use AutoAugment")
         self._check_range("mixup", 0.0, 100.0)
         self._check_range("cutmix", 0.0, 100.0)
         self._check_range("mixup_prob", 0.0, 1.0)
@@ -403,6 +416,8 @@ class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, Schedule
     """SGD momentum (ignored by adamw)."""
     nesterov: bool = False
     """SGD with Nesterov momentum (timm's "sgd", which the FDSL repositories' scripts use)."""
+    repeated_aug: int = 1
+    """Each drawn image is augmented this many times into the same batch (Gani et al.: 3)."""
     randaugment: str = ""
     crop_scale_min: float = 0.35
     mixup: float = 0.0
@@ -421,6 +436,7 @@ class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, Schedule
 
     def validate(self) -> None:
         super().validate()
+        self._check_range("repeated_aug", 1, 64)
         self._check_range("epochs", 1, 10**6)
         self._check_choice("optimizer", OPTIMIZERS)
         self._check_range("momentum", 0.0, 0.9999)

@@ -297,10 +297,11 @@ def training_dataset(data, cfg: FinetuneConfig, img_size: int):
 
     num_train = len(data.train_labels)
     rows = cfg.schedule(num_train)["total_steps"] * cfg.global_batch_size
-    return seeded_stream(data.train_images, data.train_labels, num_rows=rows, seed=cfg.seed,
-                         augment=augment_images, batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus,
-                         img_size=img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
-                         hflip=cfg.hflip, vflip=cfg.vflip)
+    return seeded_stream(data.train_images, data.train_labels, num_rows=-(-rows // cfg.repeated_aug),
+                         seed=cfg.seed, augment=augment_images, batch_size=cfg.augment_batch_size,
+                         num_cpus=cfg.augment_cpus, img_size=img_size, randaugment=cfg.randaugment,
+                         crop_scale_min=cfg.crop_scale_min, hflip=cfg.hflip, vflip=cfg.vflip, crop=cfg.crop,
+                         crop_padding=cfg.crop_padding, autoaugment=cfg.autoaugment, repeats=cfg.repeated_aug)
 
 
 def measure_loader(ds, num_images: int, batch_size: int) -> dict[str, float]:

@@ -133,7 +133,8 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
     from fdsl.platform.train.streams import seeded_stream
 
     augment = dict(img_size=cfg.img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
-                   hflip=cfg.hflip, vflip=cfg.vflip, repeats=cfg.repeated_aug)
+                   hflip=cfg.hflip, vflip=cfg.vflip, crop=cfg.crop, crop_padding=cfg.crop_padding,
+                   autoaugment=cfg.autoaugment, repeats=cfg.repeated_aug)
     if cfg.pass_copies(num_images) > 1:  # a small set: held in the object store and streamed
         rows = take_all(source, "pretrain")
         rows.sort(key=lambda r: (int(r["label"]), int(r["instance"])))  # the set's order, not the read's

@@ -61,9 +61,9 @@ def fractaldb_10k() -> Experiment:
 
 @preset("fractaldb-sigma-1k")
 def fractaldb_sigma_1k() -> Experiment:
-    """FractalDB-1k with sigma-factor sampling instead of the search (Anderson & Farrell WACV'22)."""
-    return Experiment(generator="fractaldb",
-                      data=FractalDBConfig(num_classes=1000, num_instances=1000, sampling="sigma"))
+    """FractalDB-1k, sigma-factor sampling (Anderson & Farrell WACV'22: N in 2..4) instead of the search."""
+    return Experiment(generator="fractaldb", data=FractalDBConfig(num_classes=1000, num_instances=1000,
+                                                                 sampling="sigma", num_maps_max=4))
 
 
 @preset("ofdb-1k")

@@ -220,7 +220,20 @@ RECIPES: tuple[Recipe, ...] = (
         f"{SIGMA}: fractals/ifs.py sample_system; our choice for the rest: FractalDB-1k's rendering",
         (
             Row("sampling", "sigma", f"{SIGMA} sample_system", "sigma", "data.sampling"),
-            Row("maps per system", "2..7", f"{SIGMA} sample_system n=None -> randint(2, 8)", "2..7"),
+            Row(
+                "most maps per system",
+                4,
+                f"{SIGMA} fractal_learning/fractals/README.md: ifs.py --max_n 4",
+                4,
+                "data.num_maps_max",
+            ),
+            Row(
+                "fewest maps per system",
+                2,
+                f"{SIGMA} fractal_learning/fractals/README.md: ifs.py --min_n 2",
+                2,
+                "data.num_maps_min",
+            ),
             Row(
                 "sigma-factor range",
                 "U((5 + N) / 2, (6 + N) / 2)",
@@ -754,7 +767,7 @@ def render_markdown() -> str:
         "tests/test_recipes.py checks each row that names a config path against the preset, and "
         "that this page is the table's current rendering. Values are as applied (an lr that a script "
         'multiplies by batch / 512 is written multiplied). Every "differs" row carries its reason: each '
-        "is a declared choice. Where no public script exists, the recipe says \"our choice\".",
+        'is a declared choice. Where no public script exists, the recipe says "our choice".',
         "",
         "Debug (`debug-*`) and laptop (`laptop-*`) presets are fdsl's own sizes and have no row here; "
         "the laptop presets inherit the generators' semantics below (docs/finetune.md).",

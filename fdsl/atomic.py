@@ -75,6 +75,6 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 90) -> Path:
     import matplotlib.pyplot as plt
 
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png")
+        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
     plt.close(fig)
     return Path(path)

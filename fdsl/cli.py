@@ -216,7 +216,8 @@ def cmd_sweeps(args) -> int:
 
 def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     """Arguments of `fdsl sweep`, also used by `python -m fdsl.jobs.sweep`."""
-    p.add_argument("sweep", help="a named sweep (see `fdsl sweeps`)")
+    p.add_argument("sweep", help="a named sweep (see `fdsl sweeps`) or a sweep file (.yaml/.json: base, "
+                                 "space, seeds, hypotheses; docs/sweeps.md)")
     p.add_argument("--out", required=True, help="sweep folder: data sets, trials, Tune state, report")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a scalar field of the sweep, e.g. --set num_samples=8 (repeatable)")
@@ -233,11 +234,12 @@ def cmd_sweep(args) -> int:
     from fdsl.sweeps import check_sweep, get_sweep
 
     sweep = get_sweep(args.sweep, args.overrides)
-    summary = run_sweep(sweep, args.sweep, args.out, check_sweep(sweep), resume=args.resume,
+    name = Path(args.sweep).stem if args.sweep.endswith((".yaml", ".yml", ".json")) else args.sweep
+    summary = run_sweep(sweep, name, args.out, check_sweep(sweep), resume=args.resume,
                         address=args.address)
     print(f"sweep: {summary['trials']} trials ({summary['errors']} failed) in {summary['seconds']:.0f} s, "
-          f"{summary['generations']} data sets generated; {describe_best(summary)}\n"
-          f"report: {summary['report']}")
+          f"{summary['generations']} data sets generated, {summary['pretrainings']} pre-training runs; "
+          f"{describe_best(summary)}\nreport: {summary['report']}")
     return 0
 
 

@@ -18,7 +18,8 @@ from fdsl.platform.tune.sweep_config import SweepConfig
 def expected_trials(sweep: SweepConfig) -> int:
     """How many trials the sweep runs: num_samples x the grid's combinations (grids only enumerate
     in grid search; random search samples them)."""
-    grids = [len(values) for spec in sweep.space.values() for kind, values in spec.items() if kind == "grid"]
+    grids = [len(values) for spec in sweep.design_space().values() for kind, values in spec.items()
+             if kind == "grid"]
     return sweep.num_samples * (math.prod(grids) if sweep.search == "grid" else 1)
 
 

@@ -29,6 +29,8 @@ TRIALS = "trials"
 TRIAL_FILE = "trial.json"
 SWEEP_FILE = "sweep.json"
 SETTINGS_FILE = "settings.json"
+EFFECTS_FILE = "effects.json"
+"""With a seed design: each setting's effect over scratch with its interval, and the verdicts."""
 """The settings ranked by their mean over seeds (`rank_settings`), when the sweep has a seed."""
 TRIAL_FIELDS = {"trial": str, "params": dict, "metrics": dict}
 """What the report reads of every trial record (optional: status, curves, dataset, preview)."""
@@ -153,7 +155,10 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
 
     out.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
+    from fdsl.platform.tune.effects import is_log_spaced
+
     scored = [t for t in trials if isinstance(t.get("metrics", {}).get(metric), (int, float))]
+    params = [p for p in params if not is_seed(p)]  # a seed repeats a setting: it is no parameter
     if params and scored:
         fig, axes = plt.subplots(1, len(params), figsize=(4 * len(params), 3.2), squeeze=False)
         for ax, param in zip(axes[0], params, strict=True):
@@ -163,8 +168,12 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
                 ax.scatter(xs, ys)
                 if all(isinstance(x, int) for x in xs):
                     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-                if len({x for x in xs}) > 1 and min(xs) > 0 and max(xs) / min(xs) > 50:
+                if is_log_spaced(xs):  # lr 5e-4 .. 2e-3 and the like: log-spaced values, a log axis
                     ax.set_xscale("log")
+                    ticks = sorted(set(xs))
+                    if len(ticks) <= 8:
+                        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+                        ax.minorticks_off()
             else:
                 labels = sorted({str(x) for x in xs})
                 ax.scatter([labels.index(str(x)) for x in xs], ys)
@@ -176,7 +185,7 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
         fig.tight_layout()
         made["metric_vs_params"] = out / "metric_vs_params.png"
         save_figure(fig, made["metric_vs_params"])
-    curves = sorted({name for t in trials for name in t.get("curves", {})})
+    curves = sorted({name for t in trials for name, points in t.get("curves", {}).items() if points})
     if curves:
         fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.4), squeeze=False)
         for ax, name in zip(axes[0], curves, strict=True):
@@ -189,12 +198,57 @@ def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dic
             ax.set_xlabel("epoch" if name.startswith("finetune") else "step")
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs and steps are counts
             ax.grid(alpha=0.3)
-        if len(trials) <= 12 and axes[0][-1].get_legend_handles_labels()[0]:
-            axes[0][-1].legend(fontsize=6)
+        if axes[0][-1].get_legend_handles_labels()[0]:
+            fig.legend(*axes[0][-1].get_legend_handles_labels(), loc="center left", bbox_to_anchor=(1.0, 0.5),
+                       fontsize=6, ncol=1 if len(trials) <= 24 else 2)
         fig.tight_layout()
         made["learning_curves"] = out / "learning_curves.png"
         save_figure(fig, made["learning_curves"])
     return made
+
+
+def collect_scratch(sweep_dir: Path) -> list[dict]:
+    """The scratch arm's records of a sweep with a seed design (scratch/<key>/trial.json)."""
+    return [load_json(p, TRIAL_FIELDS, FIX) for p in sorted((sweep_dir / "scratch").glob(f"*/{TRIAL_FILE}"))]
+
+
+def effect_section(root: Path, trials: list[dict], sweep: dict, params: list[str], metric: str) -> dict:
+    """Effects over scratch, verdicts and trend plots of a sweep with a seed design (else {})."""
+    from fdsl.platform.tune import effects
+
+    if not (sweep.get("pretrain_seeds") or sweep.get("finetune_seeds")):
+        return {}
+    scratch = collect_scratch(root)
+    paired = effects.paired_effects(trials, scratch, params, metric)
+    rows = []
+    for key, runs in sorted(paired.items(), key=lambda kv: str(kv[0])):
+        rows.append({"params": dict(key), **effects.summarise(runs)})
+    baselines = {m: sum(s["metrics"].get(m, 0.0) for s in scratch) / max(1, len(scratch))
+                 for m in ("logreg_top1", "knn1_top1") if any(m in s["metrics"] for s in scratch)}
+    verdicts = [effects.verdict(h, paired) for h in sweep.get("hypotheses", [])]
+    plots = effects.trend_plots(paired, [p for p in params if p.startswith(("data.", "pretrain."))],
+                                root / "plots") if paired else {}
+    result = {"method": effects.METHOD, "metric": metric, "settings": rows, "verdicts": verdicts,
+              "scratch": [{"params": s["params"], metric: s["metrics"].get(metric)} for s in scratch],
+              "pixel_baselines": baselines, "plots": {k: str(v) for k, v in plots.items()}}
+    atomic_write_text(root / EFFECTS_FILE, json.dumps(result, indent=1) + "\n")
+    header = ["setting", "FDSL - scratch (points)", "95 % CI", "n (pre-train x fine-tune)", "wins",
+              "FDSL top-1", "scratch top-1", "interval over"]
+    table = [[", ".join(f"{k}={_fmt(v)}" for k, v in r["params"].items()) or "(base)",
+              f"{100 * r['effect']:+.1f}",
+              "n/a" if r["low"] != r["low"] else f"[{100 * r['low']:+.1f}, {100 * r['high']:+.1f}]",
+              f"{r['n_pretrain']} x {r['n_finetune']}", f"{r['wins']}/{r['n']}",
+              f"{100 * r['top1']:.1f} +- {100 * r['top1_std']:.1f}", f"{100 * r['scratch']:.1f}",
+              r["interval_over"]] for r in rows]
+    with atomic_path(root / "effects.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows([[csv_cell(c) for c in row] for row in table])
+    lines = [f"- **{v['verdict']}**: {v['claim']}" + (f" ({v['source']})" if v["source"] else "")
+             + (f": difference {100 * v['difference']:+.1f} points, 95 % CI [{100 * v['low']:+.1f}, "
+                f"{100 * v['high']:+.1f}], n = {v['n']}" if "difference" in v else f": {v.get('why', '')}")
+             for v in verdicts]
+    return {"header": header, "table": table, "verdicts": lines, "plots": plots, "baselines": baselines}
 
 
 def _data_uri(path: Path) -> str:
@@ -207,6 +261,8 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     trials = collect_trials(root)
     sweep = load_json(root / SWEEP_FILE, {"metric": str, "mode": str}, FIX) if (root / SWEEP_FILE).is_file() \
         else {}
+    effect = effect_section(root, trials, sweep, sorted({p for t in trials for p in t.get("params", {})}),
+                            sweep.get("metric", "finetune_top1"))
     metric, mode = sweep.get("metric", "finetune_top1"), sweep.get("mode", "max")
     params = sorted({p for t in trials for p in t.get("params", {})})
     metrics = sorted({m for t in trials for m in t.get("metrics", {})}, key=lambda m: (m != metric, m))
@@ -219,6 +275,8 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
 
     paths = {"csv": root / "trials.csv", "md": root / "report.md", "html": root / "report.html",
              "settings": root / SETTINGS_FILE}
+    if effect:
+        paths.update({"effects": root / EFFECTS_FILE, "effects_csv": root / "effects.csv"})
     write_csv(paths["csv"], ranked, params, metrics)
     plots = _plots(root / "plots", trials, params, metric)
     thumbs = {t["trial"]: Path(t["_dir"]) / t["preview"] for t in trials if _own_file(t)}
@@ -234,6 +292,17 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
              *[_fmt(t.get("metrics", {}).get(m, "")) for m in metrics]] for t in ranked]
 
     md = [f"# {title}", "", summary, ""]
+    if effect:
+        from fdsl.platform.tune.effects import METHOD
+
+        base = ", ".join(f"{k} {100 * v:.1f} %" for k, v in effect["baselines"].items())
+        md += ["## Effect over scratch", "", f"Paired by fine-tuning seed; method: {METHOD}.",
+               f"Raw-pixel baselines on the same subsets: {base}." if base else "", "",
+               "| " + " | ".join(effect["header"]) + " |", "|" + "---|" * len(effect["header"])]
+        md += ["| " + " | ".join(r) + " |" for r in effect["table"]] + [""]
+        if effect["verdicts"]:
+            md += ["### Hypotheses", "", *effect["verdicts"], ""]
+        md += [f"![trend of {p}](plots/{path.name})" for p, path in effect["plots"].items()] + [""]
     if settings:
         md += [f"## Settings ranked by mean {metric} over seeds ({seeds})", "",
                "Each setting ran once per seed; rank by the mean, read the spread beside it.", "",
@@ -258,9 +327,25 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(title)}</title>",
              "<style>body{font-family:sans-serif;max-width:1200px;margin:2em auto}"
              "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
+             ".wide{overflow-x:auto;max-width:100%}"
              "tr.best{background:#e6ffe6}img.plot{max-width:100%}figure{display:inline-block;margin:6px}"
              "figcaption{font-size:12px;text-align:center}</style></head><body>",
              f"<h1>{esc(title)}</h1><p>{esc(summary.replace('`', ''))}</p>"]
+    if effect:
+        from fdsl.platform.tune.effects import METHOD
+
+        base = ", ".join(f"{k} {100 * v:.1f} %" for k, v in effect["baselines"].items())
+        parts.append(f"<h2>Effect over scratch</h2><p>Paired by fine-tuning seed; method: {esc(METHOD)}."
+                     + (f" Raw-pixel baselines on the same subsets: {esc(base)}." if base else "") + "</p>"
+                     "<div class='wide'><table id='effects'><tr>"
+                     + "".join(f"<th>{esc(h)}</th>" for h in effect["header"]) + "</tr>")
+        parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in effect["table"]]
+        parts.append("</table></div>")
+        if effect["verdicts"]:
+            parts.append("<h3>Hypotheses</h3><ul id='verdicts'>" + "".join(
+                f"<li>{esc(v.replace('**', ''))}</li>" for v in effect["verdicts"]) + "</ul>")
+        parts += [f"<img class='plot trend' alt='trend of {esc(p)}' src='{_data_uri(path)}'>"
+                  for p, path in effect["plots"].items()]
     if settings:
         parts.append(f"<h2>Settings ranked by mean {esc(metric)} over seeds ({esc(seeds)})</h2>"
                      "<table id='settings'><tr>" + "".join(f"<th>{esc(h)}</th>" for h in set_header)
@@ -272,12 +357,12 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
                         for k, v in sorted(best["params"].items()))
         parts.append(f"<h2>Best trial</h2><p><code>{esc(best['trial'])}</code>: {esc(metric)} = "
                      f"{esc(_fmt(best['metrics'][metric]))}</p><ul>{items}</ul>")
-    parts.append("<h2>All trials (best first)</h2><table><tr>"
+    parts.append("<h2>All trials (best first)</h2><div class='wide'><table id='trials'><tr>"
                  + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>")
     for i, r in enumerate(rows):
         cls = " class='best'" if best and i == 0 else ""
         parts.append(f"<tr{cls}>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>")
-    parts.append("</table>")
+    parts.append("</table></div>")
     for key, label in (("metric_vs_params", "Metric vs each swept parameter"),
                        ("learning_curves", "Learning curves")):
         if key in plots:

@@ -10,7 +10,12 @@ TuneReportCallback), so ASHA can stop weak trials early.
 Sweep folder:
     sweep.json               the sweep config (a resumed sweep must match it)
     datasets/<fingerprint>/  data sets, cached by the hash of what determines their bytes
-    trials/<trial>/          trial.json (params, metrics, curves), preview.png, pretrain/, finetune/
+    pretrains/<fingerprint>/ pre-training runs, cached by the hash of their data set, pretrain section
+                             (seed included) and fdsl version: trials that differ only in fine-tuning
+                             share one run
+    scratch/<fingerprint>/   the seed design's scratch arm: one fine-tuning from scratch per
+                             fine-tuning seed and setting, shared by every trial it pairs with
+    trials/<trial>/          trial.json (params, metrics, curves), preview.png, finetune/
     tune/                    Ray Tune's experiment state (what `--resume` restores)
     tune-seal.json           sha256 of each file in tune/ that Tune may unpickle, signed (seal.py)
     report.md, report.html, trials.csv, plots/
@@ -19,6 +24,7 @@ Sweep folder:
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -33,9 +39,15 @@ from fdsl.platform.tune.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_repo
 from fdsl.platform.tune.sweep_config import SweepConfig, trial_overrides
 
 DATASETS = "datasets"
+PRETRAINS = "pretrains"
+SCRATCH = "scratch"
 TUNE_NAME = "tune"
 GENERATIONS = "generations.jsonl"
 """Journal of data sets this sweep generated (one line each): tests count cache hits with it."""
+PRETRAININGS = "pretrainings.jsonl"
+"""Journal of pre-training runs this sweep made (one line each): cache misses."""
+CACHE_FILE = "cache.json"
+"""Written last into a cached pre-training run: the sha256 of its weights (a torn run has none)."""
 COMPLETIONS = "completions.jsonl"
 BASE_FILE = "base-experiment.json"
 """The experiment every trial starts from (the sweep's base preset with its fixed overrides)."""
@@ -82,6 +94,91 @@ def count_generations(sweep_dir: str | os.PathLike) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
+def count_pretrainings(sweep_dir: str | os.PathLike) -> int:
+    """How many pre-training runs the sweep has made (cache misses)."""
+    path = Path(sweep_dir) / PRETRAININGS
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path, bool]:
+    """(run folder, cache_hit) of the pre-training of `experiment` on the data set `data_dir`.
+
+    Keyed like the data sets: the hash of the data set's fingerprint, the pretrain section (its seed
+    included) and the fdsl version. A hit is verified (cache.json's sha256 of the weights); a run
+    that is torn or damaged is redone. Trials that need the same run wait on its lock.
+    """
+    from fdsl import __version__
+    from fdsl.platform.data.manifest import fingerprint
+    from fdsl.platform.train.pretrain import pretrain
+
+    key = fingerprint({"dataset": data_dir.name, "pretrain": experiment.pretrain.to_dict(),
+                       "fdsl": __version__})
+    folder = sweep_dir / PRETRAINS / key
+    with _locked(sweep_dir / PRETRAINS / f".{key}.lock"):
+        done = folder / CACHE_FILE
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if json.loads(done.read_text())["model_sha256"] == _sha256(folder / "model.safetensors"):
+                return folder, True
+        shutil.rmtree(folder, ignore_errors=True)
+        result = pretrain(experiment, str(data_dir), folder)
+        atomic_write_text(done, json.dumps({"model_sha256": _sha256(folder / "model.safetensors"),
+                                            "dataset": data_dir.name, "loss": result["loss"],
+                                            "steps": result["steps"], "fdsl": __version__}) + "\n")
+        with open(sweep_dir / PRETRAININGS, "a") as journal:
+            journal.write(json.dumps({"fingerprint": key, "time": time.time()}) + "\n")
+    return folder, False
+
+
+def scratch_experiment(base, params: dict[str, Any]):
+    """The experiment of the scratch run that pairs with a trial: the base with its finetune.* values."""
+    from fdsl.config import apply_overrides
+
+    return apply_overrides(copy.deepcopy(base), trial_overrides(
+        {k: v for k, v in params.items() if k.startswith("finetune.")}))
+
+
+def run_scratch_arm(sweep: SweepConfig, base, sweep_dir: Path) -> list[dict]:
+    """The seed design's scratch arm: one fine-tuning from scratch per fine-tuning seed and setting
+    (every combination of the space's finetune.* values), each run once and kept in scratch/."""
+    import itertools
+
+    from fdsl.platform.data.manifest import fingerprint
+    from fdsl.platform.train.finetune import finetune
+
+    space = sweep.design_space()
+    axes = [p for p in space if p.startswith("finetune.")]
+    grids = [next(iter(space[p].values())) for p in axes]
+    records = []
+    for values in itertools.product(*grids):
+        params = dict(zip(axes, values, strict=True))
+        experiment = scratch_experiment(base, params)
+        key = fingerprint({"finetune": experiment.finetune.to_dict(),
+                           "pretrain": experiment.pretrain.to_dict()})
+        folder = sweep_dir / SCRATCH / key
+        record_path = folder / TRIAL_FILE
+        if record_path.is_file():
+            records.append(json.loads(record_path.read_text()))
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        fine = finetune(experiment, "scratch", experiment.finetune.dataset, folder / "finetune")
+        record = {"trial": f"scratch-{key[:8]}", "status": "done", "params": params, "weights": "scratch",
+                  "metrics": {k: v for k, v in fine.items() if isinstance(v, (int, float))}}
+        _write_record(folder, record)
+        records.append(record)
+    return records
+
+
 # --- one trial --------------------------------------------------------------------------------------
 def _preview(experiment, path: Path) -> None:
     from fdsl.generators import build_generator
@@ -97,10 +194,12 @@ def _write_record(trial_dir: Path, record: dict) -> None:
     atomic_write_text(trial_dir / TRIAL_FILE, json.dumps(record, indent=1) + "\n")
 
 
-def _curves(pretrain_dir: Path, finetune_metrics: dict | None) -> dict[str, list]:
+def _curves(pretrain_dir: Path | None, finetune_metrics: dict | None) -> dict[str, list]:
     from fdsl.platform.train.run import read_metrics
 
-    curves = {"pretrain_loss": [[r["step"], r["loss"]] for r in read_metrics(pretrain_dir) if "loss" in r]}
+    curves = {}
+    if pretrain_dir is not None:  # a fine-tuning sweep pre-trains nothing: no empty panel
+        curves["pretrain_loss"] = [[r["step"], r["loss"]] for r in read_metrics(pretrain_dir) if "loss" in r]
     if finetune_metrics:
         curves["finetune_top1"] = [[e["epoch"], e["finetune_top1"]]
                                    for e in finetune_metrics.get("curve", [])]
@@ -115,7 +214,6 @@ def run_trial(config: dict[str, Any]) -> None:
     from fdsl.config import apply_overrides
     from fdsl.experiment import Experiment
     from fdsl.platform.train.finetune import finetune, read_finetune_metrics
-    from fdsl.platform.train.pretrain import pretrain
 
     sweep_dir = Path(config["sweep_dir"])
     params = config["params"]
@@ -129,10 +227,10 @@ def run_trial(config: dict[str, Any]) -> None:
             ray.tune.report({k: v for k, v in done["metrics"].items() if isinstance(v, (int, float))})
             return
         # an attempt of this trial that died (its node or the sweep's driver was lost, or it
-        # raised): its partial runs are this trial's own, and it starts over
+        # raised): its partial fine-tuning is this trial's own, and it starts over (a torn cached
+        # pre-training run is redone by the cache)
         attempts = int(done.get("attempts", 1)) + 1
-        for partial in ("pretrain", "finetune"):
-            shutil.rmtree(trial_dir / partial, ignore_errors=True)
+        shutil.rmtree(trial_dir / "finetune", ignore_errors=True)
     base = Experiment.from_dict(json.loads((sweep_dir / BASE_FILE).read_text()))
     experiment = apply_overrides(base, trial_overrides(params))
     record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {},
@@ -146,16 +244,18 @@ def run_trial(config: dict[str, Any]) -> None:
         data_dir, hit = ensure_dataset(experiment, sweep_dir)
         record["dataset"] = {"fingerprint": data_dir.name, "dir": str(data_dir), "cache_hit": hit}
         _write_record(trial_dir, record)
-        pre = pretrain(experiment, str(data_dir), trial_dir / "pretrain")
-        record["metrics"]["pretrain_loss"] = pre["loss"]
-        record["curves"] = _curves(trial_dir / "pretrain", None)
-        weights = pre["model"]
+        run_dir, hit = ensure_pretrained(experiment, data_dir, sweep_dir)
+        record["pretrain"] = {"fingerprint": run_dir.name, "dir": str(run_dir), "cache_hit": hit}
+        record["metrics"]["pretrain_loss"] = json.loads((run_dir / CACHE_FILE).read_text())["loss"]
+        record["curves"] = _curves(run_dir, None)
+        weights = str(run_dir / "model.safetensors")
     _write_record(trial_dir, record)
 
     fine = finetune(experiment, weights, experiment.finetune.dataset, trial_dir / "finetune",
                     callbacks=[TuneReportCallback()])
     record["metrics"].update({k: v for k, v in fine.items() if isinstance(v, (int, float))})
-    record["curves"] = _curves(trial_dir / "pretrain", read_finetune_metrics(trial_dir / "finetune"))
+    pretrain_dir = Path(record["pretrain"]["dir"]) if "pretrain" in record else None
+    record["curves"] = _curves(pretrain_dir, read_finetune_metrics(trial_dir / "finetune"))
     record["status"] = "done"
     _write_record(trial_dir, record)
     with open(sweep_dir / COMPLETIONS, "a") as journal:
@@ -171,7 +271,7 @@ def _tune_space(sweep: SweepConfig) -> dict[str, Any]:
               "randint": lambda v: tune.randint(*v)}
     if sweep.search == "random":  # random search samples a grid's values instead of enumerating them
         makers["grid"] = tune.choice
-    return {param: makers[kind](values) for param, spec in sweep.space.items()
+    return {param: makers[kind](values) for param, spec in sweep.design_space().items()
             for kind, values in spec.items()}
 
 
@@ -273,6 +373,12 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
         if sweep.weights != "scratch" and not sweep.weights.startswith("timm:"):
             sweep.weights = str(Path(sweep.weights).resolve())
         resolve_weights(sweep.weights, base.finetune, base.pretrain)
+    if sweep.designed:  # every target a trial fine-tunes on must load before anything runs
+        from fdsl.platform.data.targets import load_target
+
+        spec = sweep.design_space().get("finetune.dataset", {"grid": [base.finetune.dataset]})
+        for target in next(iter(spec.values())):
+            load_target(target)
     sweep_dir = check_writable(out).resolve()
     _prepare(sweep, name, sweep_dir, resume, base)
     tune_path = sweep_dir / TUNE_NAME
@@ -284,6 +390,8 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
         resources[sweep.trial_resource] = 1
     trainable = tune.with_resources(run_trial, resources)
     start = time.perf_counter()
+    if sweep.designed:  # the scratch arm first: every trial's effect is paired with it
+        run_scratch_arm(sweep, base, sweep_dir)
     if resume and tune.Tuner.can_restore(str(tune_path)):
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
     else:
@@ -297,6 +405,7 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
         best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
     return {"sweep_dir": str(sweep_dir), "trials": len(results), "errors": results.num_errors,
             "seconds": round(time.perf_counter() - start, 1), "generations": count_generations(sweep_dir),
+            "pretrainings": count_pretrainings(sweep_dir),
             "metric": sweep.metric, "best_params": best.config["params"] if best else None,
             "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
             "settings": json.loads(paths["settings"].read_text()), "report": str(paths["html"])}

@@ -23,6 +23,9 @@ from typing import Any, Literal
 
 from fdsl.config import Config, apply_overrides, leaf_paths
 
+PRETRAIN_SEED, FINETUNE_SEED = "pretrain.seed", "finetune.seed"
+DESIGN_SEEDS = (PRETRAIN_SEED, "data.seed", FINETUNE_SEED)
+"""Seeds a seed design sets (data.seed follows pretrain.seed: a pre-training run is a data draw too)."""
 TRIAL_METRICS = ("finetune_top1", "finetune_top5", "finetune_loss", "train_loss")
 """What every trial reports to Tune after each fine-tuning evaluation: the metrics a sweep can rank by."""
 SPEC_KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
@@ -66,6 +69,15 @@ class SweepConfig(Config):
     """'' : every trial generates (or reuses) its data set and pre-trains. Else every trial only
     fine-tunes these weights (a `fdsl pretrain` / `fdsl ssl` run folder, `scratch` or `timm:<name>`),
     and the space holds finetune.* fields only: a fine-tuning sweep."""
+    pretrain_seeds: int = 0
+    """Seed design: each setting is pre-trained this many times, run s with data.seed = pretrain.seed
+    = s (a new data draw and training run); the effect's interval is over these runs. 0: no design."""
+    finetune_seeds: int = 0
+    """Seed design: each pre-training run is fine-tuned with finetune.seed 0..N-1, and a scratch arm
+    (weights=scratch) runs once per fine-tuning seed: effects are paired by it. 0: no design."""
+    hypotheses: list[dict] = dataclasses.field(default_factory=list)
+    """Claims the report gives a verdict on: {"claim": text, "source": paper, "better": {param: value},
+    "worse": {param: value}} (better beats worse), or without "worse": better beats scratch."""
 
     def validate(self) -> None:
         super().validate()
@@ -79,8 +91,67 @@ class SweepConfig(Config):
         self._check_range("seed", 0, 2**31 - 1)
         self._check_resource_name("trial_resource")
         self._check_range("max_failures", 0, 1000)
+        self._check_range("pretrain_seeds", 0, 1000)
+        self._check_range("finetune_seeds", 0, 1000)
         if not self.space:
             raise ValueError("space: got an empty search space, expected at least one parameter")
+        if self.designed:
+            taken = [p for p in self.space if p in DESIGN_SEEDS]
+            if taken:
+                raise ValueError(f"space.{taken[0]}: the seed design (pretrain_seeds, finetune_seeds) "
+                                 "sets the seeds; remove it from the space")
+            if self.search != "grid":
+                raise ValueError(f"search: got {self.search!r} with a seed design, expected 'grid' (every "
+                                 "setting runs with every seed)")
+            if self.weights and self.pretrain_seeds:
+                raise ValueError(f"pretrain_seeds: got {self.pretrain_seeds} with weights={self.weights!r}, "
+                                 "expected 0: a fine-tuning sweep pre-trains nothing")
+        for i, claim in enumerate(self.hypotheses):
+            self._check_hypothesis(i, claim)
+
+    @property
+    def designed(self) -> bool:
+        """Whether the sweep has a seed design (and so a scratch arm and effects over scratch)."""
+        return bool(self.pretrain_seeds or self.finetune_seeds)
+
+    def design_space(self) -> dict[str, dict[str, list]]:
+        """The space with the design's seed axes added (what Tune searches)."""
+        space = dict(self.space)
+        if self.pretrain_seeds and not self.weights:
+            space[PRETRAIN_SEED] = {"grid": list(range(self.pretrain_seeds))}
+        if self.finetune_seeds:
+            space[FINETUNE_SEED] = {"grid": list(range(self.finetune_seeds))}
+        return space
+
+    def _check_hypothesis(self, i: int, claim) -> None:
+        where = f"hypotheses[{i}]"
+        if not isinstance(claim, dict) or not isinstance(claim.get("claim"), str) or not claim["claim"]:
+            raise ValueError(f"{where}: got {claim!r}, expected {{'claim': text, 'better': {{param: value}}, "
+                             "'worse': {param: value} (optional), 'source': text (optional)}")
+        unknown = set(claim) - {"claim", "better", "worse", "source"}
+        if unknown:
+            raise ValueError(f"{where}: unknown key {sorted(unknown)[0]!r}, expected claim, better, worse, "
+                             "source")
+        if not self.designed:
+            raise ValueError(f"{where}: a hypothesis needs a seed design (set finetune_seeds and/or "
+                             "pretrain_seeds): its verdict rests on paired seeds")
+        for side in ("better", "worse"):
+            if side not in claim:
+                if side == "better":
+                    raise ValueError(f"{where}.better: missing, expected {{param: value}} of a swept setting")
+                continue
+            picked = claim[side]
+            if not isinstance(picked, dict) or not picked:
+                raise ValueError(f"{where}.{side}: got {picked!r}, expected {{param: value}} of a swept "
+                                 "setting")
+            for param, value in picked.items():
+                spec = self.space.get(param)
+                if spec is None:
+                    raise ValueError(f"{where}.{side}: {param!r} is not swept, expected one of "
+                                     f"{sorted(self.space)}")
+                kind, values = next(iter(spec.items()))
+                if kind in ("grid", "choice") and value not in values:
+                    raise ValueError(f"{where}.{side}: {param}={value!r} is not in the space's {values}")
 
     def check_space(self, base) -> None:
         """Every parameter of the space against `base`, the experiment the trials start from (the
@@ -134,9 +205,9 @@ def spec_values(spec: dict[str, list]) -> list:
 
 
 def grid_size(sweep: SweepConfig) -> int:
-    """Trials a grid sweep runs (product of grid sizes x num_samples)."""
+    """Trials a grid sweep runs (product of grid sizes x num_samples, seed design included)."""
     size = sweep.num_samples
-    for spec in sweep.space.values():
+    for spec in sweep.design_space().values():
         kind, values = next(iter(spec.items()))
         if kind == "grid":
             size *= len(values)
@@ -144,7 +215,10 @@ def grid_size(sweep: SweepConfig) -> int:
 
 
 def trial_overrides(params: dict[str, Any]) -> list[str]:
-    """`key=value` strings of one trial's sampled parameters, in a stable order."""
+    """`key=value` strings of one trial's sampled parameters, in a stable order; a design's pre-training
+    seed also seeds the data draw."""
+    if PRETRAIN_SEED in params and "data.seed" not in params:
+        params = {**params, "data.seed": params[PRETRAIN_SEED]}
     return [f"{k}={v}" for k, v in sorted(params.items())]
 
 

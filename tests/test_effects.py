@@ -1,0 +1,100 @@
+"""The effect statistics of seed-designed sweeps: intervals, pairing, verdicts, trend plots."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from fdsl.platform.tune import effects
+from fdsl.platform.tune.sweep_config import SweepConfig
+
+
+def test_t_interval_matches_the_textbook_case():
+    mean, low, high = effects.t_interval([1.0, 2.0, 3.0])  # mean 2, sem 1/sqrt(3), t(0.975, 2) = 4.303
+    assert mean == 2.0 and low == pytest.approx(2 - 4.302653 / math.sqrt(3), abs=1e-5)
+    assert high == pytest.approx(2 + 4.302653 / math.sqrt(3), abs=1e-5)
+    assert all(math.isnan(v) for v in effects.t_interval([5.0])[1:])
+
+
+def records(effect_of: dict, pretrain_sd: float, runs: int = 3, finetune_seeds: int = 3):
+    """Trials of settings data.delta in effect_of (`runs` pre-training runs each, each off by its own
+    N(0, pretrain_sd)), plus the scratch arm."""
+    rng = np.random.default_rng(0)
+    scratch = [{"params": {"finetune.seed": f}, "metrics": {"finetune_top1": 0.6 + 0.01 * f}}
+               for f in range(finetune_seeds)]
+    trials = []
+    for delta, effect in effect_of.items():
+        for p in range(runs):
+            noise = rng.normal(0, pretrain_sd)
+            for f in range(finetune_seeds):
+                top1 = 0.6 + 0.01 * f + effect + noise + rng.normal(0, 0.002)
+                trials.append({"trial": f"t{delta}-{p}-{f}", "status": "done",
+                               "metrics": {"finetune_top1": top1},
+                               "params": {"data.delta": delta, "pretrain.seed": p, "finetune.seed": f}})
+    return trials, scratch
+
+
+SWEPT = ["data.delta", "finetune.seed", "pretrain.seed"]
+
+
+def test_effects_are_paired_by_finetune_seed_and_the_interval_is_over_pretraining_runs():
+    trials, scratch = records({0.01: 0.0, 0.1: 0.15}, pretrain_sd=0.01)
+    paired = effects.paired_effects(trials, scratch, SWEPT, "finetune_top1")
+    strong = effects.summarise(paired[(("data.delta", 0.1),)])
+    assert strong["effect"] == pytest.approx(0.15, abs=0.02)
+    assert (strong["n_pretrain"], strong["n_finetune"], strong["n"]) == (3, 3, 9)
+    assert strong["low"] < 0.15 < strong["high"] and strong["interval_over"] == "pre-training runs"
+    assert strong["wins"] == 9
+
+
+def test_verdicts_held_not_held_and_not_resolved():
+    trials, scratch = records({0.01: 0.0, 0.05: 0.148, 0.1: 0.15}, pretrain_sd=0.02)
+    paired = effects.paired_effects(trials, scratch, SWEPT, "finetune_top1")
+    held = effects.verdict({"claim": "0.1 beats 0.01", "better": {"data.delta": 0.1},
+                            "worse": {"data.delta": 0.01}}, paired)
+    assert held["verdict"] == "held" and held["difference"] == pytest.approx(0.15, abs=0.04)
+    against = effects.verdict({"claim": "0.01 beats 0.1", "better": {"data.delta": 0.01},
+                               "worse": {"data.delta": 0.1}}, paired)
+    assert against["verdict"] == "not held"
+    close = effects.verdict({"claim": "0.1 beats 0.05", "better": {"data.delta": 0.1},
+                             "worse": {"data.delta": 0.05}}, paired)
+    assert close["verdict"] == "not resolved" and close["low"] < 0 < close["high"]
+    scratch_claim = effects.verdict({"claim": "0.1 beats scratch", "better": {"data.delta": 0.1}}, paired)
+    assert scratch_claim["verdict"] == "held"
+    missing = effects.verdict({"claim": "?", "better": {"data.delta": 0.2}}, paired)
+    assert missing["verdict"] == "not resolved"
+
+
+def test_trend_plot_per_data_parameter(tmp_path):
+    trials, scratch = records({0.01: 0.0, 0.05: 0.1, 0.1: 0.15, 0.2: 0.12}, pretrain_sd=0.01, runs=2)
+    paired = effects.paired_effects(trials, scratch, SWEPT, "finetune_top1")
+    plots = effects.trend_plots(paired, ["data.delta"], tmp_path)
+    assert list(plots) == ["data.delta"] and plots["data.delta"].read_bytes()[:4] == b"\x89PNG"
+    assert effects.is_log_spaced([0.01, 0.05, 0.1, 0.2]) and not effects.is_log_spaced([4, 8])
+
+
+def test_the_seed_design_is_validated():
+    ok = SweepConfig(base="debug-finetune", space={"data.num_classes": {"grid": [4, 8]}}, pretrain_seeds=2,
+                     finetune_seeds=3, hypotheses=[{"claim": "8 beat 4", "better": {"data.num_classes": 8},
+                                                    "worse": {"data.num_classes": 4}}])
+    ok.validate()
+    assert ok.design_space()["pretrain.seed"] == {"grid": [0, 1]}
+    assert ok.design_space()["finetune.seed"] == {"grid": [0, 1, 2]}
+    bad = [
+        (dict(space={"finetune.seed": {"grid": [0, 1]}}, finetune_seeds=2),
+         r"^space.finetune.seed: the seed design"),
+        (dict(space={"data.num_classes": {"choice": [4, 8]}}, search="random", finetune_seeds=2),
+         r"^search: got"),
+        (dict(space={"data.num_classes": {"grid": [4]}}, hypotheses=[{"claim": "x", "better": {}}]),
+         r"^hypotheses\[0\]: a hypothesis needs a seed design"),
+        (dict(space={"data.num_classes": {"grid": [4]}}, finetune_seeds=2,
+              hypotheses=[{"claim": "x", "better": {"data.seed": 1}}]),
+         r"^hypotheses\[0\].better: 'data.seed'"),
+        (dict(space={"data.num_classes": {"grid": [4]}}, finetune_seeds=2,
+              hypotheses=[{"claim": "x", "better": {"data.num_classes": 5}}]), r"is not in the space"),
+    ]
+    for fields, message in bad:
+        with pytest.raises(ValueError, match=message):
+            SweepConfig(base="debug-finetune", **fields).validate()

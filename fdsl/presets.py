@@ -170,11 +170,12 @@ _GPU_NODE = dict(num_workers=8, use_gpu=True, cpus_per_worker=4)
 
 def _recipe_nakashima(size: str) -> PretrainConfig:
     """nakashima-kodai/FractalDB-Pretrained-ViT-PyTorch: one process (DataParallel), batch 64, lr 3e-4
-    x 64 / 512 (pretrain.py scales it), 10 warm-up epochs from 1e-6, 300 epochs, no repeated aug."""
+    x 64 / 512 (pretrain.py scales it), 10 warm-up epochs from 1e-6, 300 epochs + 10 of cool-down at
+    1e-5, no repeated aug."""
     return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=64, epochs=300,
                           lr=3e-4 * 64 / 512, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=10,
-                          weight_decay=0.05, repeated_aug=1, precision="bf16", zero_stage=1, num_workers=1,
-                          use_gpu=True, cpus_per_worker=8, checkpoint_every=2000)
+                          cooldown_epochs=10, weight_decay=0.05, repeated_aug=1, precision="bf16",
+                          zero_stage=1, num_workers=1, use_gpu=True, cpus_per_worker=8, checkpoint_every=2000)
 
 
 def _recipe_1k(size: str) -> PretrainConfig:

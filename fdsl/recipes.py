@@ -451,11 +451,11 @@ RECIPES: tuple[Recipe, ...] = (
         )
         + (
             Row(
-                "cool-down",
-                "10 epochs at min lr",
+                "cool-down epochs",
+                10.0,
                 f"{VIT_FDB} configs/scheduler/cosine.yaml",
-                "none",
-                note="3 % more steps at the floor lr; fdsl's run ends at the floor",
+                10.0,
+                "pretrain.cooldown_epochs",
             ),
             Row("normalisation", "0.5 / 0.5", f"{VIT_FDB} configs/data/fractal1k.yaml", "0.5 / 0.5"),
         ),

@@ -130,3 +130,22 @@ def test_workers_ask_for_their_pool_and_placement():
         get_preset("debug-vit", ["pretrain.worker_resource=a b"])
     with pytest.raises(ValueError, match="placement_strategy"):
         get_preset("debug-vit", ["pretrain.placement_strategy=RANDOM"])
+
+
+def test_cooldown_and_warmup_steps_in_the_schedule():
+    """timm's cooldown: epochs + cooldown_epochs long, the cosine over `epochs`, then min_lr."""
+    import torch
+    from timm.scheduler import CosineLRScheduler
+
+    from fdsl.platform.train.config import PretrainConfig
+
+    cfg = PretrainConfig(epochs=30, cooldown_epochs=10, global_batch_size=10, warmup_epochs=0, lr=1e-3,
+                         min_lr=1e-5, repeated_aug=1)
+    plan = cfg.schedule(100)
+    assert (plan["total_steps"], plan["cosine_steps"]) == (400, 300)
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=cfg.lr)
+    sched = CosineLRScheduler(opt, t_initial=plan["cosine_steps"], lr_min=cfg.min_lr, t_in_epochs=False)
+    for step in (300, 350, 399):
+        sched.step_update(step)
+        assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
+    assert PretrainConfig(warmup_steps=5000, repeated_aug=1).schedule(10**7)["warmup_steps"] == 5000

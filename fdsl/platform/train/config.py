@@ -127,6 +127,8 @@ class ScheduleSection(Config):
     """Length of the linear warm-up in epochs (converted to optimizer steps)."""
     warmup_steps: int = 0
     """If > 0: the warm-up is this many optimizer steps instead of `warmup_epochs` (VisualAtom: 5,000)."""
+    cooldown_epochs: float = 0.0
+    """Epochs at min_lr after the cosine (timm's cooldown: the run is epochs + cooldown_epochs long)."""
     weight_decay: float = 0.05
     """Weight decay (not applied to biases and norms)."""
     clip_grad: float = 0.0
@@ -144,6 +146,7 @@ class ScheduleSection(Config):
         self._check_range("warmup_lr", 0.0, 10.0)
         self._check_range("warmup_epochs", 0.0, 1e6)
         self._check_range("warmup_steps", 0, 10**9)
+        self._check_range("cooldown_epochs", 0.0, 1e6)
         self._check_range("weight_decay", 0.0, 10.0)
         self._check_range("clip_grad", 0.0, 1e6)
         per_step = self.world_size * self.grad_accum_steps
@@ -165,9 +168,13 @@ class ScheduleSection(Config):
         ceil(epochs x num_images / batch) steps (or max_steps), the warm-up is rounded to steps.
         """
         steps_per_epoch = max(1, num_images // self.global_batch_size)
-        total = self.max_steps or max(1, math.ceil(self.epochs * num_images / self.global_batch_size))
-        warmup = min(total - 1, self.warmup_steps or round(self.warmup_epochs * steps_per_epoch))
-        return {"total_steps": total, "warmup_steps": max(0, warmup), "steps_per_epoch": steps_per_epoch}
+        epochs = self.epochs + self.cooldown_epochs
+        total = self.max_steps or max(1, math.ceil(epochs * num_images / self.global_batch_size))
+        cooldown = round(total * self.cooldown_epochs / epochs)
+        cosine = max(1, total - cooldown)
+        warmup = min(cosine - 1, self.warmup_steps or round(self.warmup_epochs * steps_per_epoch))
+        return {"total_steps": total, "cosine_steps": cosine, "warmup_steps": max(0, warmup),
+                "steps_per_epoch": steps_per_epoch}
 
 
 @dataclasses.dataclass

@@ -152,7 +152,7 @@ def train_func(config: dict[str, Any]) -> None:
     plain = net.module
     plan = cfg.schedule(num_train)
     total = plan["total_steps"]
-    scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=cfg.min_lr,
+    scheduler = CosineLRScheduler(optimizer, t_initial=plan["cosine_steps"], lr_min=cfg.min_lr,
                                   warmup_t=plan["warmup_steps"], warmup_lr_init=cfg.warmup_lr,
                                   t_in_epochs=False)
     scheduler.step_update(0)

@@ -238,7 +238,7 @@ def train_func(config: dict[str, Any]) -> None:
     distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
     plan = cfg.schedule(num_images)
     total = plan["total_steps"]
-    scheduler = CosineLRScheduler(optimizer, t_initial=total, lr_min=cfg.min_lr,
+    scheduler = CosineLRScheduler(optimizer, t_initial=plan["cosine_steps"], lr_min=cfg.min_lr,
                                   warmup_t=plan["warmup_steps"], warmup_lr_init=cfg.warmup_lr,
                                   t_in_epochs=False)
 

@@ -100,16 +100,6 @@ def count_pretrainings(sweep_dir: str | os.PathLike) -> int:
     return len(path.read_text().splitlines()) if path.is_file() else 0
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path, bool]:
     """(run folder, cache_hit) of the pre-training of `experiment` on the data set `data_dir`.
 
@@ -119,6 +109,7 @@ def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path
     """
     from fdsl import __version__
     from fdsl.platform.data.manifest import fingerprint
+    from fdsl.platform.data.shards import file_sha256
     from fdsl.platform.train.pretrain import pretrain
 
     key = fingerprint({"dataset": data_dir.name, "pretrain": experiment.pretrain.to_dict(),
@@ -127,11 +118,11 @@ def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path
     with _locked(sweep_dir / PRETRAINS / f".{key}.lock"):
         done = folder / CACHE_FILE
         with contextlib.suppress(OSError, ValueError, KeyError):
-            if json.loads(done.read_text())["model_sha256"] == _sha256(folder / "model.safetensors"):
+            if json.loads(done.read_text())["model_sha256"] == file_sha256(folder / "model.safetensors"):
                 return folder, True
         shutil.rmtree(folder, ignore_errors=True)
         result = pretrain(experiment, str(data_dir), folder)
-        atomic_write_text(done, json.dumps({"model_sha256": _sha256(folder / "model.safetensors"),
+        atomic_write_text(done, json.dumps({"model_sha256": file_sha256(folder / "model.safetensors"),
                                             "dataset": data_dir.name, "loss": result["loss"],
                                             "steps": result["steps"], "fdsl": __version__}) + "\n")
         with open(sweep_dir / PRETRAININGS, "a") as journal:
@@ -232,7 +223,7 @@ def run_trial(config: dict[str, Any]) -> None:
         attempts = int(done.get("attempts", 1)) + 1
         shutil.rmtree(trial_dir / "finetune", ignore_errors=True)
     base = Experiment.from_dict(json.loads((sweep_dir / BASE_FILE).read_text()))
-    experiment = apply_overrides(base, trial_overrides(params))
+    experiment = apply_overrides(base, trial_overrides(params, designed=bool(config.get("designed"))))
     record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {},
               "attempts": attempts}
     weights = config.get("weights") or ""
@@ -301,7 +292,8 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
         search, limit = None, sweep.max_concurrent_trials
     return tune.Tuner(
         trainable,
-        param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir), "weights": sweep.weights},
+        param_space={"params": _tune_space(sweep), "sweep_dir": str(sweep_dir), "weights": sweep.weights,
+                     "designed": sweep.designed},
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, num_samples=sweep.num_samples,
                                     search_alg=search, scheduler=scheduler, max_concurrent_trials=limit,
                                     # the next trial runs in the same process: torch, timm and fdsl

@@ -214,10 +214,10 @@ def grid_size(sweep: SweepConfig) -> int:
     return size
 
 
-def trial_overrides(params: dict[str, Any]) -> list[str]:
-    """`key=value` strings of one trial's sampled parameters, in a stable order; a design's pre-training
-    seed also seeds the data draw."""
-    if PRETRAIN_SEED in params and "data.seed" not in params:
+def trial_overrides(params: dict[str, Any], designed: bool = False) -> list[str]:
+    """`key=value` strings of one trial's sampled parameters, in a stable order; in a seed design
+    (`designed`) the pre-training seed also seeds the data draw."""
+    if designed and PRETRAIN_SEED in params:
         params = {**params, "data.seed": params[PRETRAIN_SEED]}
     return [f"{k}={v}" for k, v in sorted(params.items())]
 

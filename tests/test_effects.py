@@ -22,17 +22,24 @@ def records(effect_of: dict, pretrain_sd: float, runs: int = 3, finetune_seeds: 
     """Trials of settings data.delta in effect_of (`runs` pre-training runs each, each off by its own
     N(0, pretrain_sd)), plus the scratch arm."""
     rng = np.random.default_rng(0)
-    scratch = [{"params": {"finetune.seed": f}, "metrics": {"finetune_top1": 0.6 + 0.01 * f}}
-               for f in range(finetune_seeds)]
+    scratch = [
+        {"params": {"finetune.seed": f}, "metrics": {"finetune_top1": 0.6 + 0.01 * f}}
+        for f in range(finetune_seeds)
+    ]
     trials = []
     for delta, effect in effect_of.items():
         for p in range(runs):
             noise = rng.normal(0, pretrain_sd)
             for f in range(finetune_seeds):
                 top1 = 0.6 + 0.01 * f + effect + noise + rng.normal(0, 0.002)
-                trials.append({"trial": f"t{delta}-{p}-{f}", "status": "done",
-                               "metrics": {"finetune_top1": top1},
-                               "params": {"data.delta": delta, "pretrain.seed": p, "finetune.seed": f}})
+                trials.append(
+                    {
+                        "trial": f"t{delta}-{p}-{f}",
+                        "status": "done",
+                        "metrics": {"finetune_top1": top1},
+                        "params": {"data.delta": delta, "pretrain.seed": p, "finetune.seed": f},
+                    }
+                )
     return trials, scratch
 
 
@@ -52,14 +59,17 @@ def test_effects_are_paired_by_finetune_seed_and_the_interval_is_over_pretrainin
 def test_verdicts_held_not_held_and_not_resolved():
     trials, scratch = records({0.01: 0.0, 0.05: 0.148, 0.1: 0.15}, pretrain_sd=0.02)
     paired = effects.paired_effects(trials, scratch, SWEPT, "finetune_top1")
-    held = effects.verdict({"claim": "0.1 beats 0.01", "better": {"data.delta": 0.1},
-                            "worse": {"data.delta": 0.01}}, paired)
+    held = effects.verdict(
+        {"claim": "0.1 beats 0.01", "better": {"data.delta": 0.1}, "worse": {"data.delta": 0.01}}, paired
+    )
     assert held["verdict"] == "held" and held["difference"] == pytest.approx(0.15, abs=0.04)
-    against = effects.verdict({"claim": "0.01 beats 0.1", "better": {"data.delta": 0.01},
-                               "worse": {"data.delta": 0.1}}, paired)
+    against = effects.verdict(
+        {"claim": "0.01 beats 0.1", "better": {"data.delta": 0.01}, "worse": {"data.delta": 0.1}}, paired
+    )
     assert against["verdict"] == "not held"
-    close = effects.verdict({"claim": "0.1 beats 0.05", "better": {"data.delta": 0.1},
-                             "worse": {"data.delta": 0.05}}, paired)
+    close = effects.verdict(
+        {"claim": "0.1 beats 0.05", "better": {"data.delta": 0.1}, "worse": {"data.delta": 0.05}}, paired
+    )
     assert close["verdict"] == "not resolved" and close["low"] < 0 < close["high"]
     scratch_claim = effects.verdict({"claim": "0.1 beats scratch", "better": {"data.delta": 0.1}}, paired)
     assert scratch_claim["verdict"] == "held"
@@ -76,25 +86,77 @@ def test_trend_plot_per_data_parameter(tmp_path):
 
 
 def test_the_seed_design_is_validated():
-    ok = SweepConfig(base="debug-finetune", space={"data.num_classes": {"grid": [4, 8]}}, pretrain_seeds=2,
-                     finetune_seeds=3, hypotheses=[{"claim": "8 beat 4", "better": {"data.num_classes": 8},
-                                                    "worse": {"data.num_classes": 4}}])
+    ok = SweepConfig(
+        base="debug-finetune",
+        space={"data.num_classes": {"grid": [4, 8]}},
+        pretrain_seeds=2,
+        finetune_seeds=3,
+        hypotheses=[
+            {"claim": "8 beat 4", "better": {"data.num_classes": 8}, "worse": {"data.num_classes": 4}}
+        ],
+    )
     ok.validate()
     assert ok.design_space()["pretrain.seed"] == {"grid": [0, 1]}
     assert ok.design_space()["finetune.seed"] == {"grid": [0, 1, 2]}
     bad = [
-        (dict(space={"finetune.seed": {"grid": [0, 1]}}, finetune_seeds=2),
-         r"^space.finetune.seed: the seed design"),
-        (dict(space={"data.num_classes": {"choice": [4, 8]}}, search="random", finetune_seeds=2),
-         r"^search: got"),
-        (dict(space={"data.num_classes": {"grid": [4]}}, hypotheses=[{"claim": "x", "better": {}}]),
-         r"^hypotheses\[0\]: a hypothesis needs a seed design"),
-        (dict(space={"data.num_classes": {"grid": [4]}}, finetune_seeds=2,
-              hypotheses=[{"claim": "x", "better": {"data.seed": 1}}]),
-         r"^hypotheses\[0\].better: 'data.seed'"),
-        (dict(space={"data.num_classes": {"grid": [4]}}, finetune_seeds=2,
-              hypotheses=[{"claim": "x", "better": {"data.num_classes": 5}}]), r"is not in the space"),
+        (
+            dict(space={"finetune.seed": {"grid": [0, 1]}}, finetune_seeds=2),
+            r"^space.finetune.seed: the seed design",
+        ),
+        (
+            dict(space={"data.num_classes": {"choice": [4, 8]}}, search="random", finetune_seeds=2),
+            r"^search: got",
+        ),
+        (
+            dict(space={"data.num_classes": {"grid": [4]}}, hypotheses=[{"claim": "x", "better": {}}]),
+            r"^hypotheses\[0\]: a hypothesis needs a seed design",
+        ),
+        (
+            dict(
+                space={"data.num_classes": {"grid": [4]}},
+                finetune_seeds=2,
+                hypotheses=[{"claim": "x", "better": {"data.seed": 1}}],
+            ),
+            r"^hypotheses\[0\].better: 'data.seed'",
+        ),
+        (
+            dict(
+                space={"data.num_classes": {"grid": [4]}},
+                finetune_seeds=2,
+                hypotheses=[{"claim": "x", "better": {"data.num_classes": 5}}],
+            ),
+            r"is not in the space",
+        ),
     ]
     for fields, message in bad:
         with pytest.raises(ValueError, match=message):
             SweepConfig(base="debug-finetune", **fields).validate()
+
+
+def test_one_verdict_per_target_when_the_hypothesis_does_not_name_it():
+    trials, scratch = records({0.01: 0.0, 0.1: 0.15}, pretrain_sd=0.01)
+    fashion = [
+        {
+            **t,
+            "params": {**t["params"], "finetune.dataset": "fashion"},
+            "metrics": {
+                "finetune_top1": t["metrics"]["finetune_top1"]
+                - (0.15 if t["params"]["data.delta"] == 0.1 else 0.0)
+            },
+        }
+        for t in trials
+    ]
+    digits = [{**t, "params": {**t["params"], "finetune.dataset": "digits"}} for t in trials]
+    arms = [
+        {**s, "params": {**s["params"], "finetune.dataset": d}}
+        for s in scratch
+        for d in ("digits", "fashion")
+    ]
+    paired = effects.paired_effects(digits + fashion, arms, [*SWEPT, "finetune.dataset"], "finetune_top1")
+    out = effects.verdicts(
+        {"claim": "0.1 beats 0.01", "better": {"data.delta": 0.1}, "worse": {"data.delta": 0.01}}, paired
+    )
+    assert [(v["context"], v["verdict"]) for v in out] == [
+        ("finetune.dataset=digits", "held"),
+        ("finetune.dataset=fashion", "not resolved"),
+    ]

@@ -114,9 +114,31 @@ def _same(a, b) -> bool:
     return a == b
 
 
+def verdicts(hypothesis: dict, effects: dict) -> list[dict]:
+    """A hypothesis {"claim", "source", "better": {param: value}, "worse": {...} or absent} against
+    the paired effects: one verdict per value of the swept parameters it does not name (each target,
+    say), each the difference better - worse (or better - scratch) with its interval."""
+    named = set(hypothesis["better"]) | set(hypothesis.get("worse") or {})
+    contexts = sorted(
+        {
+            tuple((p, v) for p, v in key if p not in named)
+            for key in effects
+            if _matches(key, hypothesis["better"])
+        },
+        key=str,
+    ) or [()]
+    out = []
+    for context in contexts:
+        scope = {key: runs for key, runs in effects.items() if _matches(key, dict(context))}
+        result = verdict(hypothesis, scope)
+        if context:
+            result["context"] = ", ".join(f"{p}={v}" for p, v in context)
+        out.append(result)
+    return out
+
+
 def verdict(hypothesis: dict, effects: dict) -> dict:
-    """One hypothesis {"claim", "source", "better": {param: value}, "worse": {...} or absent} against
-    the paired effects: the difference better - worse (or better - scratch) with its interval."""
+    """One hypothesis against paired effects in which `better` (and `worse`) name one setting each."""
     better = [runs for key, runs in effects.items() if _matches(key, hypothesis["better"])]
     worse_spec = hypothesis.get("worse")
     worse = [runs for key, runs in effects.items() if worse_spec and _matches(key, worse_spec)]
@@ -157,8 +179,8 @@ def is_log_spaced(values: list[float]) -> bool:
 
 
 def trend_plots(effects: dict, swept: list[str], out: Path) -> dict[str, Path]:
-    """One PNG per swept data parameter: the effect (mean and 95 % interval) against the parameter,
-    other swept parameters as separate lines, the scratch level at 0."""
+    """One PNG per swept data (or pre-training) parameter: the effect (mean and 95 % interval)
+    against it, one line per value of the other swept parameters (the target, ...), scratch at 0."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -168,7 +190,7 @@ def trend_plots(effects: dict, swept: list[str], out: Path) -> dict[str, Path]:
 
     made = {}
     settings = {key: summarise(runs) for key, runs in effects.items()}
-    for param in [p for p in swept if p not in DESIGN_SEEDS and not p.startswith("finetune.seed")]:
+    for param in [p for p in swept if p not in DESIGN_SEEDS and p.startswith(("data.", "pretrain."))]:
         others = [p for p in swept if p not in DESIGN_SEEDS and p != param]
         lines: dict[tuple, list] = {}
         for key, s in settings.items():

@@ -223,11 +223,15 @@ def effect_section(root: Path, trials: list[dict], sweep: dict, params: list[str
     rows = []
     for key, runs in sorted(paired.items(), key=lambda kv: str(kv[0])):
         rows.append({"params": dict(key), **effects.summarise(runs)})
-    baselines = {m: sum(s["metrics"].get(m, 0.0) for s in scratch) / max(1, len(scratch))
-                 for m in ("logreg_top1", "knn1_top1") if any(m in s["metrics"] for s in scratch)}
-    verdicts = [effects.verdict(h, paired) for h in sweep.get("hypotheses", [])]
-    plots = effects.trend_plots(paired, [p for p in params if p.startswith(("data.", "pretrain."))],
-                                root / "plots") if paired else {}
+    baselines: dict[str, dict] = {}  # raw-pixel baselines per target (the scratch runs' subsets)
+    for s in scratch:
+        where = ", ".join(f"{p}={v}" for p, v in sorted(s["params"].items()) if p != effects.FINETUNE_SEED)
+        for m in ("logreg_top1", "knn1_top1"):
+            if isinstance(s["metrics"].get(m), (int, float)):
+                baselines.setdefault(where or "target", {}).setdefault(m, []).append(s["metrics"][m])
+    baselines = {w: {m: sum(v) / len(v) for m, v in ms.items()} for w, ms in baselines.items()}
+    verdicts = [v for h in sweep.get("hypotheses", []) for v in effects.verdicts(h, paired)]
+    plots = effects.trend_plots(paired, params, root / "plots") if paired else {}
     result = {"method": effects.METHOD, "metric": metric, "settings": rows, "verdicts": verdicts,
               "scratch": [{"params": s["params"], metric: s["metrics"].get(metric)} for s in scratch],
               "pixel_baselines": baselines, "plots": {k: str(v) for k, v in plots.items()}}
@@ -244,7 +248,8 @@ def effect_section(root: Path, trials: list[dict], sweep: dict, params: list[str
         writer = csv.writer(f)
         writer.writerow(header)
         writer.writerows([[csv_cell(c) for c in row] for row in table])
-    lines = [f"- **{v['verdict']}**: {v['claim']}" + (f" ({v['source']})" if v["source"] else "")
+    lines = [f"- **{v['verdict']}**: {v['claim']}" + (f" [{v['context']}]" if v.get("context") else "")
+             + (f" ({v['source']})" if v["source"] else "")
              + (f": difference {100 * v['difference']:+.1f} points, 95 % CI [{100 * v['low']:+.1f}, "
                 f"{100 * v['high']:+.1f}], n = {v['n']}" if "difference" in v else f": {v.get('why', '')}")
              for v in verdicts]
@@ -295,7 +300,8 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     if effect:
         from fdsl.platform.tune.effects import METHOD
 
-        base = ", ".join(f"{k} {100 * v:.1f} %" for k, v in effect["baselines"].items())
+        base = "; ".join(f"{w}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in ms.items())
+                         for w, ms in effect["baselines"].items())
         md += ["## Effect over scratch", "", f"Paired by fine-tuning seed; method: {METHOD}.",
                f"Raw-pixel baselines on the same subsets: {base}." if base else "", "",
                "| " + " | ".join(effect["header"]) + " |", "|" + "---|" * len(effect["header"])]
@@ -334,7 +340,8 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
     if effect:
         from fdsl.platform.tune.effects import METHOD
 
-        base = ", ".join(f"{k} {100 * v:.1f} %" for k, v in effect["baselines"].items())
+        base = "; ".join(f"{w}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in ms.items())
+                         for w, ms in effect["baselines"].items())
         parts.append(f"<h2>Effect over scratch</h2><p>Paired by fine-tuning seed; method: {esc(METHOD)}."
                      + (f" Raw-pixel baselines on the same subsets: {esc(base)}." if base else "") + "</p>"
                      "<div class='wide'><table id='effects'><tr>"

@@ -119,7 +119,7 @@ def test_the_full_size_variety_sweeps_start(name, tmp_path):
     sweep = get_sweep(name)
     assert sweep.search == "optuna"
     sweep.overrides = VARIETY_AT_DEBUG_SIZE + DATA_AT_DEBUG_SIZE[name]
-    sweep.num_samples = 1
+    sweep.num_samples, sweep.grace_period = 1, 1  # ASHA's grace period within the 1 debug epoch
     for param, values in DEBUG_SPACES[name].items():
         sweep.space[param] = {"choice": values}
     summary = run_sweep(sweep, name, tmp_path / name, check_sweep(sweep))

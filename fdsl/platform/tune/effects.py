@@ -189,6 +189,7 @@ def trend_plots(effects: dict, swept: list[str], out: Path) -> dict[str, Path]:
     from fdsl.atomic import save_figure
 
     made = {}
+    out.mkdir(parents=True, exist_ok=True)
     settings = {key: summarise(runs) for key, runs in effects.items()}
     for param in [p for p in swept if p not in DESIGN_SEEDS and p.startswith(("data.", "pretrain."))]:
         others = [p for p in swept if p not in DESIGN_SEEDS and p != param]

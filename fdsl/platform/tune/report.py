@@ -226,9 +226,10 @@ def effect_section(root: Path, trials: list[dict], sweep: dict, params: list[str
     baselines: dict[str, dict] = {}  # raw-pixel baselines per target (the scratch runs' subsets)
     for s in scratch:
         where = ", ".join(f"{p}={v}" for p, v in sorted(s["params"].items()) if p != effects.FINETUNE_SEED)
-        for m in ("logreg_top1", "knn1_top1"):
-            if isinstance(s["metrics"].get(m), (int, float)):
-                baselines.setdefault(where or "target", {}).setdefault(m, []).append(s["metrics"][m])
+        for m in ("logreg_top1", "knn1_top1"):  # the fine-tuning summary's flat baseline_* numbers
+            value = s["metrics"].get(f"baseline_{m}")
+            if isinstance(value, (int, float)):
+                baselines.setdefault(where or "target", {}).setdefault(m, []).append(value)
     baselines = {w: {m: sum(v) / len(v) for m, v in ms.items()} for w, ms in baselines.items()}
     verdicts = [v for h in sweep.get("hypotheses", []) for v in effects.verdicts(h, paired)]
     plots = effects.trend_plots(paired, params, root / "plots") if paired else {}
@@ -350,7 +351,7 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
         parts.append("</table></div>")
         if effect["verdicts"]:
             parts.append("<h3>Hypotheses</h3><ul id='verdicts'>" + "".join(
-                f"<li>{esc(v.replace('**', ''))}</li>" for v in effect["verdicts"]) + "</ul>")
+                f"<li>{esc(v.removeprefix('- ').replace('**', ''))}</li>" for v in effect["verdicts"]) + "</ul>")
         parts += [f"<img class='plot trend' alt='trend of {esc(p)}' src='{_data_uri(path)}'>"
                   for p, path in effect["plots"].items()]
     if settings:

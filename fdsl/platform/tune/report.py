@@ -350,8 +350,9 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
         parts += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in effect["table"]]
         parts.append("</table></div>")
         if effect["verdicts"]:
-            parts.append("<h3>Hypotheses</h3><ul id='verdicts'>" + "".join(
-                f"<li>{esc(v.removeprefix('- ').replace('**', ''))}</li>" for v in effect["verdicts"]) + "</ul>")
+            items = "".join(f"<li>{esc(v.removeprefix('- ').replace('**', ''))}</li>"
+                            for v in effect["verdicts"])
+            parts.append(f"<h3>Hypotheses</h3><ul id='verdicts'>{items}</ul>")
         parts += [f"<img class='plot trend' alt='trend of {esc(p)}' src='{_data_uri(path)}'>"
                   for p, path in effect["plots"].items()]
     if settings:

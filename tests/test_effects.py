@@ -160,3 +160,35 @@ def test_one_verdict_per_target_when_the_hypothesis_does_not_name_it():
         ("finetune.dataset=digits", "held"),
         ("finetune.dataset=fashion", "not resolved"),
     ]
+
+
+def test_a_weights_axis_compares_weight_sources():
+    from fdsl.platform.tune.sweep_config import trial_overrides
+    from fdsl.sweeps import check_sweep
+
+    ok = SweepConfig(
+        base="laptop-dino",
+        finetune_seeds=3,
+        space={"weights": {"grid": ["scratch", "timm:test_vit"]}, "finetune.lr": {"grid": [1e-3]}},
+        hypotheses=[
+            {
+                "claim": "timm beats scratch",
+                "better": {"weights": "timm:test_vit"},
+                "worse": {"weights": "scratch"},
+            }
+        ],
+    )
+    check_sweep(ok)
+    assert ok.finetunes_only and "pretrain.seed" not in ok.design_space()
+    assert trial_overrides({"weights": "scratch", "finetune.seed": 1}) == ["finetune.seed=1"]
+    with pytest.raises(ValueError, match=r"^space.weights: a weights axis with weights='scratch'"):
+        check_sweep(
+            SweepConfig(base="laptop-dino", weights="scratch", space={"weights": {"grid": ["scratch"]}})
+        )
+    with pytest.raises(ValueError, match=r"^space.data.delta: a sweep with weights=''"):
+        check_sweep(
+            SweepConfig(
+                base="laptop-onepfrac",
+                space={"weights": {"grid": ["scratch"]}, "data.delta": {"grid": [0.1]}},
+            )
+        )

@@ -36,7 +36,7 @@ from typing import Any
 from fdsl.atomic import atomic_write_text, check_writable
 from fdsl.platform.console import tune_output
 from fdsl.platform.tune.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
-from fdsl.platform.tune.sweep_config import SweepConfig, trial_overrides
+from fdsl.platform.tune.sweep_config import WEIGHTS_AXIS, SweepConfig, trial_overrides
 
 DATASETS = "datasets"
 PRETRAINS = "pretrains"
@@ -226,8 +226,8 @@ def run_trial(config: dict[str, Any]) -> None:
     experiment = apply_overrides(base, trial_overrides(params, designed=bool(config.get("designed"))))
     record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {},
               "attempts": attempts}
-    weights = config.get("weights") or ""
-    if weights:  # a fine-tuning sweep: the same weights in every trial
+    weights = params.get(WEIGHTS_AXIS) or config.get("weights") or ""
+    if weights:  # a fine-tuning sweep: these weights (the sweep's, or the trial's on a weights axis)
         record["weights"] = weights
     else:
         _preview(experiment, trial_dir / "preview.png")
@@ -359,12 +359,19 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
 
     sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
     sweep.check_space(base)
-    if sweep.weights:  # trials run in their own folders: a run folder is named absolutely, checked now
+    if sweep.finetunes_only:  # trials run in their own folders: run folders named absolutely, checked now
         from fdsl.platform.train.weights import resolve_weights
 
-        if sweep.weights != "scratch" and not sweep.weights.startswith("timm:"):
-            sweep.weights = str(Path(sweep.weights).resolve())
-        resolve_weights(sweep.weights, base.finetune, base.pretrain)
+        def absolute(w: str) -> str:
+            return w if w == "scratch" or w.startswith("timm:") else str(Path(w).resolve())
+
+        if sweep.weights:
+            sweep.weights = absolute(sweep.weights)
+        if WEIGHTS_AXIS in sweep.space:
+            kind, values = next(iter(sweep.space[WEIGHTS_AXIS].items()))
+            sweep.space[WEIGHTS_AXIS] = {kind: [absolute(w) for w in values]}
+        for w in [sweep.weights] if sweep.weights else sweep.space[WEIGHTS_AXIS][kind]:
+            resolve_weights(w, base.finetune, base.pretrain)
     if sweep.designed:  # every target a trial fine-tunes on must load before anything runs
         from fdsl.platform.data.targets import load_target
 
@@ -376,7 +383,7 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
     tune_path = sweep_dir / TUNE_NAME
     connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
     # a trial waits on its trainers' workers; a local-mode trainer (num_workers=0) trains in the trial
-    local = base.finetune.local_mode or (not sweep.weights and base.pretrain.local_mode)
+    local = base.finetune.local_mode or (not sweep.finetunes_only and base.pretrain.local_mode)
     resources = {"cpu": base.finetune.cpus_per_worker if local else 0.1}
     if sweep.trial_resource:
         resources[sweep.trial_resource] = 1

@@ -24,6 +24,9 @@ from typing import Any, Literal
 from fdsl.config import Config, apply_overrides, leaf_paths
 
 PRETRAIN_SEED, FINETUNE_SEED = "pretrain.seed", "finetune.seed"
+WEIGHTS_AXIS = "weights"
+"""A space key that is no experiment field: the weights a fine-tuning sweep's trials fine-tune (one
+axis of weight sources: run folders, an SSL run, `scratch`, `timm:<name>`)."""
 DESIGN_SEEDS = (PRETRAIN_SEED, "data.seed", FINETUNE_SEED)
 """Seeds a seed design sets (data.seed follows pretrain.seed: a pre-training run is a data draw too)."""
 TRIAL_METRICS = ("finetune_top1", "finetune_top5", "finetune_loss", "train_loss")
@@ -103,11 +106,16 @@ class SweepConfig(Config):
             if self.search != "grid":
                 raise ValueError(f"search: got {self.search!r} with a seed design, expected 'grid' (every "
                                  "setting runs with every seed)")
-            if self.weights and self.pretrain_seeds:
+            if self.finetunes_only and self.pretrain_seeds:
                 raise ValueError(f"pretrain_seeds: got {self.pretrain_seeds} with weights={self.weights!r}, "
                                  "expected 0: a fine-tuning sweep pre-trains nothing")
         for i, claim in enumerate(self.hypotheses):
             self._check_hypothesis(i, claim)
+
+    @property
+    def finetunes_only(self) -> bool:
+        """Whether trials only fine-tune (fixed `weights`, or a `weights` axis in the space)."""
+        return bool(self.weights) or WEIGHTS_AXIS in self.space
 
     @property
     def designed(self) -> bool:
@@ -117,7 +125,7 @@ class SweepConfig(Config):
     def design_space(self) -> dict[str, dict[str, list]]:
         """The space with the design's seed axes added (what Tune searches)."""
         space = dict(self.space)
-        if self.pretrain_seeds and not self.weights:
+        if self.pretrain_seeds and not self.finetunes_only:
             space[PRETRAIN_SEED] = {"grid": list(range(self.pretrain_seeds))}
         if self.finetune_seeds:
             space[FINETUNE_SEED] = {"grid": list(range(self.finetune_seeds))}
@@ -158,6 +166,9 @@ class SweepConfig(Config):
         `base` preset with `overrides`): ValueError naming the parameter and what is wrong."""
         known = leaf_paths(base)
         for param, spec in self.space.items():
+            if param == WEIGHTS_AXIS:
+                _check_weights_axis(spec, self)
+                continue
             _check_param(param, spec, known, self)
             for value in spec_values(spec):
                 try:
@@ -166,8 +177,18 @@ class SweepConfig(Config):
                     raise ValueError(f"space.{param}: value {value!r} is rejected: {err}") from None
 
 
+def _check_weights_axis(spec: Any, sweep: SweepConfig) -> None:
+    if sweep.weights:
+        raise ValueError(f"space.weights: a weights axis with weights={sweep.weights!r}, expected one of "
+                         "the two: set weights='' to sweep weight sources")
+    if not (isinstance(spec, dict) and list(spec) in (["grid"], ["choice"]) and spec[next(iter(spec))]
+            and all(isinstance(w, str) and w for w in spec[next(iter(spec))])):
+        raise ValueError(f"space.weights: got {spec!r}, expected {{'grid': [weights, ...]}} of run folders, "
+                         "'scratch' or 'timm:<name>'")
+
+
 def _check_param(param: str, spec: Any, known: dict, sweep: SweepConfig) -> None:
-    if sweep.weights and not param.startswith("finetune."):
+    if sweep.finetunes_only and not param.startswith("finetune."):
         raise ValueError(f"space.{param}: a sweep with weights={sweep.weights!r} only fine-tunes, expected "
                          "finetune.* parameters (or weights='' to generate and pre-train in every trial)")
     if param not in known:
@@ -219,7 +240,7 @@ def trial_overrides(params: dict[str, Any], designed: bool = False) -> list[str]
     (`designed`) the pre-training seed also seeds the data draw."""
     if designed and PRETRAIN_SEED in params:
         params = {**params, "data.seed": params[PRETRAIN_SEED]}
-    return [f"{k}={v}" for k, v in sorted(params.items())]
+    return [f"{k}={v}" for k, v in sorted(params.items()) if k != WEIGHTS_AXIS]
 
 
 # --- the registry ---------------------------------------------------------------------------------

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from fdsl.platform.tune.sweep_config import DESIGN_SEEDS, FINETUNE_SEED, PRETRAIN_SEED
+
 METHOD = (
     "two-stage summary statistics over the nested seeds: paired effects averaged over "
     "fine-tuning seeds per pre-training run, then the mean and a Student's t 95 % interval over "
     "pre-training runs (scipy.stats.t)"
 )
-PRETRAIN_SEED, FINETUNE_SEED = "pretrain.seed", "finetune.seed"
-DESIGN_SEEDS = ("pretrain.seed", "data.seed", "finetune.seed")
 
 
 def t_interval(values: Iterable[float], level: float = 0.95) -> tuple[float, float, float]:

@@ -367,11 +367,12 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
 
         if sweep.weights:
             sweep.weights = absolute(sweep.weights)
-        if WEIGHTS_AXIS in sweep.space:
+            resolve_weights(sweep.weights, base.finetune, base.pretrain)
+        else:  # a weights axis
             kind, values = next(iter(sweep.space[WEIGHTS_AXIS].items()))
             sweep.space[WEIGHTS_AXIS] = {kind: [absolute(w) for w in values]}
-        for w in [sweep.weights] if sweep.weights else sweep.space[WEIGHTS_AXIS][kind]:
-            resolve_weights(w, base.finetune, base.pretrain)
+            for w in sweep.space[WEIGHTS_AXIS][kind]:
+                resolve_weights(w, base.finetune, base.pretrain)
     if sweep.designed:  # every target a trial fine-tunes on must load before anything runs
         from fdsl.platform.data.targets import load_target
 

@@ -304,7 +304,7 @@ def drill_vit_base(state, jobs: Jobs, out: Path) -> dict:
     import torch
     from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-    from fdsl.platform.train.pretrain import CKPT_TAG
+    from fdsl.platform.train.checkpoints import CKPT_TAG
     from fdsl.platform.train.weights import load_pretrained
 
     results = {}

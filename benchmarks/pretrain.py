@@ -106,7 +106,7 @@ def data_path_images_per_s(data: Path, passes: int = 3, overrides: tuple[str, ..
     import torch
 
     from fdsl.platform.data.datasets import read_dataset
-    from fdsl.platform.train.pretrain import training_dataset
+    from fdsl.platform.train.streams import training_dataset
 
     experiment = get_preset("debug-vit", [*DATA, *CPU_MODEL, *overrides])
     cfg = experiment.pretrain
@@ -208,8 +208,8 @@ def gpu_benchmark(args) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
     from fdsl.platform.train.augment import DeviceBatch
-    from fdsl.platform.train.config import deepspeed_config
     from fdsl.platform.train.pretrain import create_model, input_normalization
+    from fdsl.platform.train.sections import deepspeed_config
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(args.port), RANK="0", WORLD_SIZE="1",
                       LOCAL_RANK="0")

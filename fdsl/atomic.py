@@ -68,13 +68,3 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (fsync'ed before the rename)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-
-
-def save_figure(fig, path: str | os.PathLike, dpi: int = 90) -> Path:
-    """A matplotlib figure as a PNG at `path`, written atomically (`atomic_path`), then closed."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return Path(path)

@@ -122,6 +122,36 @@ def _has_type(value: Any, kind: Any) -> bool:
     return True  # a type this check does not know: left to validate()
 
 
+def with_defaults(**values: Any) -> Callable[[type], type]:
+    """Class decorator, under `@dataclasses.dataclass`, for a config composed of sections: the
+    sections' fields named here get these defaults in this config. The field, its type and its doc
+    stay declared once, in its section; the config only says where its defaults differ:
+
+        @dataclasses.dataclass
+        @with_defaults(lr=0.01, epochs=100)
+        class FinetuneConfig(ScheduleSection, ...): ...
+    """
+    def wrap(cls: type) -> type:
+        own = cls.__dict__.get("__annotations__", {})
+        hints: dict[str, Any] = {}
+        for base in cls.__mro__[1:]:
+            if dataclasses.is_dataclass(base):
+                for name, kind in typing.get_type_hints(base).items():
+                    hints.setdefault(name, kind)
+        for name, value in values.items():
+            if name in own:
+                raise TypeError(f"{cls.__name__}.{name}: declared in the class and in with_defaults")
+            if name not in hints:
+                raise TypeError(f"{cls.__name__}: with_defaults({name}=...) names no field of its sections")
+            own[name] = hints[name]  # the resolved type: the section's declaration, not a new one
+            setattr(cls, name, value)
+        cls.__annotations__ = own
+        cls.__config_defaults__ = dict(values)
+        return cls
+
+    return wrap
+
+
 @functools.cache
 def field_docs(cls: type) -> dict[str, str]:
     """The docstring written under each dataclass field of `cls` (and its bases)."""

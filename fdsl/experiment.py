@@ -7,11 +7,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from fdsl.config import Config
+from fdsl.config import Config, apply_overrides
 from fdsl.generators import generator_class
 from fdsl.generators.fractaldb import FractalDBConfig
 from fdsl.platform.data.synthesis_config import SynthesisConfig
-from fdsl.platform.train.config import FinetuneConfig, PretrainConfig, SSLConfig
+from fdsl.platform.train.config import EXPERIMENT_FILE, FinetuneConfig, PretrainConfig, SSLConfig
 from fdsl.schema import load_json
 
 
@@ -64,9 +64,6 @@ class Experiment(Config):
 
 def load_run_experiment(out: str | os.PathLike, preset: str | None = None, overrides=()):
     """The experiment of an existing run folder, with `key=value` overrides (for `--resume`)."""
-    from fdsl.config import apply_overrides
-    from fdsl.platform.train.run import EXPERIMENT_FILE
-
     path = Path(out) / EXPERIMENT_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{out}: no run to resume ({EXPERIMENT_FILE} missing); "

@@ -8,8 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from fdsl.atomic import check_writable, save_figure
-from fdsl.generators import Generator
+from fdsl.atomic import check_writable
+from fdsl.figures import plt, save_figure
+from fdsl.generators import Generator, build_generator
+from fdsl.platform.data.datasets import read_images, validate_dataset_dir
 
 
 def spread(count: int, total: int) -> list[int]:
@@ -29,11 +31,6 @@ def render_grid(generator: Generator, num_classes: int = 8, num_instances: int =
 
 def save_grid(path: str | os.PathLike, classes, instances, images, title: str) -> Path:
     """Write the grid as a PNG with class/instance labels (matplotlib, headless)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"--out: {path} is a folder, expected the path of a PNG file to write "
@@ -60,8 +57,6 @@ def save_grid(path: str | os.PathLike, classes, instances, images, title: str) -
 
 def preview_experiment(exp, out: Path, num_classes: int = 8, num_instances: int = 8) -> Path:
     """Render a classes x instances grid of an experiment's data set to `out` (PNG); returns the path."""
-    from fdsl.generators import build_generator
-
     preset = exp.name
     gen = build_generator(exp.generator, exp.data)
     start = time.perf_counter()
@@ -76,8 +71,6 @@ def preview_experiment(exp, out: Path, num_classes: int = 8, num_instances: int 
 
 def preview_dataset(directory: Path, out: Path, num_classes: int = 8, num_instances: int = 8) -> Path:
     """Decode a classes x instances grid from the shards of a generated folder to `out` (PNG)."""
-    from fdsl.platform.data.datasets import read_images, validate_dataset_dir
-
     manifest = validate_dataset_dir(directory)
     classes = spread(num_classes, manifest["num_classes"])
     instances = spread(num_instances, manifest["num_instances"])

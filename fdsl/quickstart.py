@@ -17,11 +17,23 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from html import escape
 from pathlib import Path
 
 import numpy as np
+import ray
 
-from fdsl.atomic import check_writable
+from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.figures import plt, save_figure
+from fdsl.platform import console
+from fdsl.platform.connect import connect
+from fdsl.platform.data.synthesis import generate
+from fdsl.platform.train.finetune import finetune
+from fdsl.platform.train.pretrain import pretrain
+from fdsl.platform.tune.sweep import describe_best, run_sweep
+from fdsl.presets import get_preset
+from fdsl.preview import preview_dataset
+from fdsl.sweeps import check_sweep, get_sweep
 
 QUICKSTART_PRESET = "laptop-visualatom"
 QUICKSTART_SWEEP = "quickstart"
@@ -48,17 +60,7 @@ def claim_folder(out: Path) -> Path:
 
 def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -> dict:
     """Run every step into `out`; writes and returns `summary.json`'s content, prints the table."""
-    import ray
 
-    from fdsl.platform import console
-    from fdsl.platform.connect import connect
-    from fdsl.platform.data.synthesis import generate
-    from fdsl.platform.train.finetune import finetune
-    from fdsl.platform.train.pretrain import pretrain
-    from fdsl.platform.tune.sweep import run_sweep
-    from fdsl.presets import get_preset
-    from fdsl.preview import preview_dataset
-    from fdsl.sweeps import check_sweep, get_sweep
 
     out = claim_folder(out)
     started_here = connect(None, num_cpus)  # one local Ray for every step
@@ -97,7 +99,6 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
         if started_here:
             ray.shutdown()
     summary = _summary(steps, results)
-    from fdsl.atomic import atomic_write_text
 
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
     save_comparison(summary, out / COMPARISON)
@@ -131,13 +132,6 @@ def _summary(steps: list[dict], results: dict[str, dict]) -> dict:
 
 def save_comparison(summary: dict, path: Path) -> Path:
     """FDSL vs scratch top-1 per paired seed (lines join the pairs), beside the raw-pixel baselines."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fdsl.atomic import save_figure
-
     fig, ax = plt.subplots(figsize=(5.2, 3.6))
     for k, seed in enumerate(summary["seeds"]):
         pair = [summary["scratch_top1"][k], summary["fdsl_top1"][k]]
@@ -159,9 +153,7 @@ def save_comparison(summary: dict, path: Path) -> Path:
 def write_index(out: Path, summary: dict) -> Path:
     """index.html: one page linking what the quickstart made (relative paths: the folder moves as a
     whole); each figure that exists is shown, the sweep report and summary are linked."""
-    from html import escape
 
-    from fdsl.atomic import atomic_write_text
 
     def figure(rel: str, caption: str) -> str:
         if not (out / rel).is_file():
@@ -228,7 +220,6 @@ def _describe(name: str, value) -> str:
                 f"raw-pixel logreg {base.get('logreg_top1', float('nan')):.3f}, "
                 f"1-NN {base.get('knn1_top1', float('nan')):.3f}")
     if name == "sweep":
-        from fdsl.platform.tune.sweep import describe_best
 
         return f"{value['trials']} trials, {describe_best(value)}"
     return ""

@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
+import yaml
+
 from fdsl.config import Registry, apply_overrides
 from fdsl.platform.tune.sweep_config import SweepConfig
 from fdsl.presets import get_preset
@@ -42,8 +44,6 @@ def is_sweep_file(name: str) -> bool:
 def load_sweep_file(path: str) -> SweepConfig:
     """A sweep from a YAML or JSON file holding SweepConfig's fields (base, space, seeds, hypotheses,
     search, ...), read with yaml.safe_load and checked like a shipped sweep."""
-    import yaml
-
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"{path}: no such sweep file (a .yaml/.yml/.json file of SweepConfig fields)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fdsl.platform.data.targets import load_target
-from fdsl.platform.train.baselines import pixel_baselines as fit
+from fdsl.platform.train.evaluators import pixel_baselines as fit
 from fdsl.presets import get_preset
 
 

@@ -149,3 +149,33 @@ def test_cooldown_and_warmup_steps_in_the_schedule():
         sched.step_update(step)
         assert opt.param_groups[0]["lr"] == pytest.approx(1e-5)
     assert PretrainConfig(warmup_steps=5000, repeated_aug=1).schedule(10**7)["warmup_steps"] == 5000
+
+
+def test_every_config_field_is_declared_once():
+    """A trainer config composes sections and names only where its defaults differ (with_defaults):
+    no field is written out in two classes of one config's hierarchy."""
+    import ast
+    import dataclasses
+    import inspect
+    import textwrap
+
+    from fdsl.experiment import Experiment
+
+    configs = [Experiment, *{type(v) for v in vars(Experiment()).values() if dataclasses.is_dataclass(v)}]
+    for config in configs:
+        declared: dict[str, list[str]] = {}
+        for klass in config.__mro__:
+            if not dataclasses.is_dataclass(klass):
+                continue
+            body = ast.parse(textwrap.dedent(inspect.getsource(klass))).body[0].body
+            for node in body:
+                if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                    declared.setdefault(node.target.id, []).append(klass.__name__)
+        assert {f: c for f, c in declared.items() if len(c) > 1} == {}, config.__name__
+    from fdsl.platform.train.config import FinetuneConfig
+
+    # a default set by with_defaults is the config's; type and doc stay the section's
+    assert FinetuneConfig().lr == 0.01 and FinetuneConfig.__config_defaults__["lr"] == 0.01
+    from fdsl.config import field_docs
+
+    assert "per 256" not in field_docs(FinetuneConfig)["lr"] and field_docs(FinetuneConfig)["lr"]

@@ -163,7 +163,7 @@ def test_one_verdict_per_target_when_the_hypothesis_does_not_name_it():
 
 
 def test_a_weights_axis_compares_weight_sources():
-    from fdsl.platform.tune.sweep_config import trial_overrides
+    from fdsl.platform.tune.sweep_config import seeded_weights, trial_overrides
     from fdsl.sweeps import check_sweep
 
     ok = SweepConfig(
@@ -181,6 +181,16 @@ def test_a_weights_axis_compares_weight_sources():
     check_sweep(ok)
     assert ok.finetunes_only and "pretrain.seed" not in ok.design_space()
     assert trial_overrides({"weights": "scratch", "finetune.seed": 1}) == ["finetune.seed=1"]
+    # pre-training seeds of a weight source: {seed} names each run, and the effect's interval is over them
+    runs = SweepConfig(base="laptop-dino", pretrain_seeds=2, finetune_seeds=2,
+                       space={"weights": {"grid": ["runs/dino-s{seed}", "runs/va-s{seed}"]}})
+    runs.validate()
+    assert runs.design_space()["pretrain.seed"] == {"grid": [0, 1]}
+    assert seeded_weights("runs/dino-s{seed}", {"pretrain.seed": 1, "finetune.seed": 0}) == "runs/dino-s1"
+    assert seeded_weights("scratch", {"finetune.seed": 0}) == "scratch"
+    with pytest.raises(ValueError, match=r"^pretrain_seeds: got 2 with weights 'runs/dino', expected 0"):
+        SweepConfig(base="laptop-dino", pretrain_seeds=2, finetune_seeds=2,
+                    space={"weights": {"grid": ["runs/dino", "runs/va-s{seed}"]}}).validate()
     with pytest.raises(ValueError, match=r"^space.weights: a weights axis with weights='scratch'"):
         check_sweep(
             SweepConfig(base="laptop-dino", weights="scratch", space={"weights": {"grid": ["scratch"]}})

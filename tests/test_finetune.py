@@ -15,7 +15,7 @@ import torch
 from conftest import run_fdsl
 from test_baselines import digits_subset
 
-from fdsl.platform.train.baselines import pixel_baselines
+from fdsl.platform.train.evaluators import pixel_baselines
 from fdsl.platform.train.finetune import build_model, finetune, head_info, prepare_finetune, resolve_weights
 from fdsl.presets import get_preset
 
@@ -68,7 +68,7 @@ def test_new_head_keeps_the_backbone(tmp_path):
 
 def test_scratch_takes_the_pretrain_architecture():
     spec = resolve_weights("scratch", debug().finetune, debug().pretrain)
-    assert (spec["architecture"], spec["img_size"], spec["patch_size"]) == ("test_vit", 32, 4)
+    assert (spec.architecture, spec.img_size, spec.patch_size) == ("test_vit", 32, 4)
 
 
 def test_timm_weights_come_from_the_local_cache_only(tmp_path, monkeypatch):
@@ -92,7 +92,7 @@ def test_timm_weights_come_from_the_local_cache_only(tmp_path, monkeypatch):
     state = {k: v.contiguous() for k, v in source.state_dict().items()}
     save_file(state, str(snapshot / "model.safetensors"))
     spec = resolve_weights("timm:test_vit", cfg, pre)
-    assert spec["file"] == str(snapshot / "model.safetensors")
+    assert spec.file == str(snapshot / "model.safetensors")
     model = build_model(spec, 10)
     assert torch.equal(model.blocks[0].attn.qkv.weight, source.blocks[0].attn.qkv.weight)
 
@@ -101,7 +101,7 @@ def test_weights_fine_tune_at_another_img_size(tmp_path):
     """32 px weights at 48 px: timm resamples the position embedding, every other tensor is kept."""
     state = export_weights(tmp_path / "w", 8)
     spec = resolve_weights(str(tmp_path / "w"), debug("finetune.img_size=48").finetune, None)
-    assert (spec["img_size"], spec["weights_img_size"]) == (48, 32)
+    assert (spec.img_size, spec.weights_img_size) == (48, 32)
     model = build_model(spec, 10)
     assert model.pos_embed.shape[1] == 1 + (48 // 4) ** 2 != state["pos_embed"].shape[1]
     assert torch.equal(model.blocks[0].attn.qkv.weight, state["blocks.0.attn.qkv.weight"])

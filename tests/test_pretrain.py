@@ -22,15 +22,11 @@ import torch
 from fdsl.cli import main
 from fdsl.experiment import load_run_experiment
 from fdsl.platform.data.synthesis import generate
-from fdsl.platform.train.pretrain import (
-    CKPT_TAG,
-    EVENTS_FILE,
-    load_pretrained,
-    open_source,
-    pretrain,
-    read_metrics,
-    training_dataset,
-)
+from fdsl.platform.train.checkpoints import CKPT_TAG
+from fdsl.platform.train.pretrain import pretrain
+from fdsl.platform.train.run import EVENTS_FILE, read_metrics
+from fdsl.platform.train.streams import open_source, training_dataset
+from fdsl.platform.train.weights import load_pretrained
 from fdsl.presets import get_preset
 
 pytestmark = pytest.mark.slow  # Ray and real training runs
@@ -264,15 +260,17 @@ def test_a_late_failure_does_not_block_the_folder(ray_local, tmp_path):
     """A run that fails inside its workers (after experiment.json was written) and left no checkpoint
     is set aside, so the corrected command can use the same --out; the error keeps its type."""
     from fdsl.platform.train.config import PretrainConfig
+    from fdsl.platform.train.plans import Memory, PretrainPlan
     from fdsl.platform.train.pretrain import train_func
     from fdsl.platform.train.run import fit, refuse_used_folder, write_experiment
 
     out = tmp_path / "run"
     experiment = get_preset("debug-vit")
     write_experiment(out, experiment)
-    cfg = PretrainConfig(num_workers=1, cpus_per_worker=0.5, max_failures=0)
-    with pytest.raises(Exception, match="no_such_field: unknown field of PretrainConfig"):
-        fit(train_func, {"pretrain": {"no_such_field": 1}}, cfg, out, {})  # fails in the worker
+    cfg = PretrainConfig(num_workers=1, cpus_per_worker=0.5, max_failures=0, model="no_such_model")
+    plan = PretrainPlan(cfg=cfg, num_classes=8, num_images=64, run_dir=None, memory=Memory({}, (32,)))
+    with pytest.raises(Exception, match="no_such_model"):
+        fit(train_func, plan, cfg, out, {})  # fails in the worker, building the model
     assert refuse_used_folder(out) == out.absolute()  # usable again
     (aside,) = out.glob("failed-*")
     assert (aside / "experiment.json").is_file() and (aside / "train").is_dir()

@@ -11,8 +11,7 @@ import pytest
 from conftest import run_fdsl
 from PIL import Image
 
-from fdsl.platform.train.finetune import save_confusion_png
-from fdsl.platform.train.plots import Panel, save_curves
+from fdsl.platform.train.plots import Panel, save_confusion_png, save_curves
 from fdsl.quickstart import COMPARISON, MARKER, claim_folder, save_comparison, write_index
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -1,4 +1,4 @@
-"""The recipe table (fdsl/recipes.py) against the presets and docs/recipes.md: a recipe changes in both."""
+"""The recipe table (fdsl/recipes/) against the presets and docs/recipes.md: a recipe changes in both."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def value_at(experiment, path: str):
 @pytest.mark.parametrize("name", FULL_SIZE)
 def test_every_full_size_preset_has_a_recipe_with_sources(name):
     recipe = recipe_for(name)
-    assert recipe is not None, f"{name}: add its recipe to fdsl/recipes.py"
+    assert recipe is not None, f"{name}: add its recipe to fdsl/recipes/"
     assert recipe.source and all(row.source for row in recipe.rows)
 
 

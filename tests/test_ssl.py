@@ -10,18 +10,18 @@ import pytest
 import torch
 
 from fdsl.platform.data.targets import load_target
-from fdsl.platform.train.ssl import (
+from fdsl.platform.train.augment import multicrop_views
+from fdsl.platform.train.dino import (
     DINOHead,
     DINOLoss,
     MultiCrop,
     build_backbone,
-    cosine,
     dino_step,
     ema_update,
-    multicrop_views,
     sinkhorn_knopp,
-    ssl,
 )
+from fdsl.platform.train.optim import cosine
+from fdsl.platform.train.ssl import ssl
 from fdsl.platform.train.streams import draw
 from fdsl.presets import get_preset
 
@@ -193,7 +193,7 @@ def test_sinkhorn_targets_spread_a_nearly_constant_batch():
 
 
 def test_koleo_is_large_for_crowded_features_and_trains_with_dino(digits):
-    from fdsl.platform.train.ssl import koleo_loss
+    from fdsl.platform.train.dino import koleo_loss
 
     spread = torch.eye(8)
     crowded = torch.ones(8, 8) + 1e-3 * torch.randn(8, 8, generator=torch.Generator().manual_seed(0))

@@ -8,8 +8,8 @@ import pytest
 import yaml
 from conftest import run_fdsl
 
+from fdsl.platform.tune.cache import count_generations, count_pretrainings
 from fdsl.platform.tune.report import collect_trials
-from fdsl.platform.tune.sweep import count_generations, count_pretrainings
 from fdsl.sweeps import _DEBUG_TRIAL
 
 STUDY = {
@@ -71,7 +71,7 @@ def test_a_seed_design_shares_pretraining_runs_the_scratch_arm_once_and_reports_
 
 @pytest.mark.slow
 def test_a_damaged_cached_pretraining_is_redone(ray_local, tmp_path):
-    from fdsl.platform.tune.sweep import ensure_dataset, ensure_pretrained
+    from fdsl.platform.tune.cache import ensure_dataset, ensure_pretrained
     from fdsl.presets import get_preset
 
     experiment = get_preset("debug-finetune", [*_DEBUG_TRIAL, "data.num_classes=4"])

@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
+from fdsl.platform.tune.cache import count_generations
 from fdsl.platform.tune.report import collect_trials
-from fdsl.platform.tune.sweep import COMPLETIONS, count_generations, describe_best
+from fdsl.platform.tune.sweep import COMPLETIONS, describe_best
 from fdsl.sweeps import SweepConfig, check_sweep, get_sweep, sweep_names
 
 
@@ -128,7 +129,7 @@ def test_asha_sweep_killed_and_resumed(tmp_path):
 @pytest.mark.slow
 def test_dataset_cache_hit_is_counted_once(ray_local, tmp_path):
     """Two experiments with the same data parameters share one generation; the hit is verified."""
-    from fdsl.platform.tune.sweep import ensure_dataset
+    from fdsl.platform.tune.cache import ensure_dataset
     from fdsl.presets import get_preset
 
     a = get_preset("debug-finetune", ["data.num_classes=4", "data.num_instances=4", "finetune.lr=0.001"])

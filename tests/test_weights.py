@@ -31,9 +31,9 @@ def state():
 
 
 def test_fitting_weights_count_their_tensors(tmp_path, state):
-    loop, _ = prepare_finetune(get_preset("debug-finetune"), save_weights(tmp_path / "w", state), "digits",
+    plan, _ = prepare_finetune(get_preset("debug-finetune"), save_weights(tmp_path / "w", state), "digits",
                                tmp_path / "out")
-    assert loop["extra"]["weights_loaded_tensors"] == len(state) - 2  # all but the replaced 8-class head
+    assert plan.extra["weights_loaded_tensors"] == len(state) - 2  # all but the replaced 8-class head
 
 
 def test_weights_under_other_names_are_refused(tmp_path, state):

@@ -22,6 +22,7 @@ from typing import ClassVar
 import numba
 import numpy as np
 
+from fdsl.config import with_defaults
 from fdsl.generators import perlin
 from fdsl.generators.base import DatasetConfig, Generator
 from fdsl.generators.rng import derive_seed, next_uniform
@@ -123,14 +124,13 @@ def randint(u: float, lo: int, hi: int) -> int:
 
 
 @dataclasses.dataclass
+@with_defaults(image_size=512)
 class ContourConfig(DatasetConfig):
     """What RCDB and VisualAtom share: counts, seed, canvas and the contour parameters' ranges.
 
     Lengths (radii, start_pos, noise strength, line width) are in pixels of a 512-pixel canvas.
     """
 
-    image_size: int = 512
-    """Side of the square canvas in pixels (the drawing scales with it; 512 is the originals')."""
     vertex_min: int = 3
     """Fewest polygon vertices of a category."""
     vertex_max: int = 200

@@ -32,6 +32,7 @@ from typing import Literal
 
 import numpy as np
 
+from fdsl.config import with_defaults
 from fdsl.generators import ifs3d, register
 from fdsl.generators.base import DatasetConfig, Generator
 from fdsl.generators.rng import derive_seed, uniforms
@@ -40,10 +41,10 @@ NUM_PARAMS = 12
 
 
 @dataclasses.dataclass
+@with_defaults(image_size=224)
 class ExFractalDBConfig(DatasetConfig):
     """ExFractalDB: searched 3-D IFS categories, weight rows x random viewpoints as instances."""
 
-    image_size: int = 224
     num_maps_min: int = 2
     """Fewest affine maps per system."""
     num_maps_max: int = 7

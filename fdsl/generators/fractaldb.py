@@ -26,6 +26,7 @@ from typing import Literal
 
 import numpy as np
 
+from fdsl.config import with_defaults
 from fdsl.generators import ifs, register
 from fdsl.generators.base import DatasetConfig, Generator
 from fdsl.generators.rng import derive_seed
@@ -34,10 +35,10 @@ NUM_FLIPS = 4
 
 
 @dataclasses.dataclass
+@with_defaults(image_size=362)
 class IFSConfig(DatasetConfig):
     """What every 2-D IFS dataset shares: counts, seed, canvas, drawing and category search."""
 
-    image_size: int = 362
     pad: int = 6
     """Margin in pixels between the fractal's bounding box and the canvas edge."""
     num_points: int = 200_000

@@ -21,21 +21,18 @@ import dataclasses
 
 import numpy as np
 
+from fdsl.config import with_defaults
 from fdsl.generators import ifs, register
 from fdsl.generators.fractaldb import IFSConfig, IFSGenerator
 from fdsl.generators.rng import derive_seed, uniforms
 
 
 @dataclasses.dataclass
+@with_defaults(num_instances=1, image_size=512, num_points=100_000, sampling="sigma", num_maps_min=2,
+               num_maps_max=2)
 class OnePFracConfig(IFSConfig):
     """1p-frac: one sigma-sampled system, num_classes multiplicative perturbations of it."""
 
-    num_instances: int = 1
-    image_size: int = 512
-    num_points: int = 100_000
-    sampling: str = "sigma"
-    num_maps_min: int = 2
-    num_maps_max: int = 2
     delta: float = 0.1
     """Each parameter of class k is the base's times U(1 - delta, 1 + delta) (the paper's Delta)."""
     sigma: float = 4.0

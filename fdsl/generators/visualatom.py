@@ -12,25 +12,19 @@ from __future__ import annotations
 
 import dataclasses
 
+from fdsl.config import with_defaults
 from fdsl.generators import register
 from fdsl.generators.contour import ContourConfig, ContourGenerator, randint
 from fdsl.generators.rng import derive_seed, uniforms
 
 
 @dataclasses.dataclass
+@with_defaults(vertex_min=200, vertex_max=1000, radius_min=10, radius_max=60, start_pos=512)
 class VisualAtomConfig(ContourConfig):
-    """VisualAtom: uniform vertex counts, noise plus two sine waves, contours on black."""
+    """VisualAtom: uniform vertex counts, noise plus two sine waves, contours on black. Its ranges
+    are the originals' (make_VisualAtom.sh): 200..1000 vertices, start radii 10..60 (radius_min + 50),
+    centres anywhere on the 512 canvas."""
 
-    vertex_min: int = 200
-    """Fewest polygon vertices of a category."""
-    vertex_max: int = 1000
-    """Most polygon vertices of a category (inclusive)."""
-    radius_min: int = 10
-    """Smallest start radius r0 in pixels."""
-    radius_max: int = 60
-    """Largest start radius r0 in pixels (inclusive; the originals: radius_min + 50)."""
-    start_pos: int = 512
-    """The centre is (512 + randint(-start_pos, start_pos)) / 2 on each axis."""
     wave1_min: int = 0
     """Lowest frequency n1 of the first wave."""
     wave1_max: int = 20

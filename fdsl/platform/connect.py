@@ -9,8 +9,12 @@ address would join, even when that cluster is dead).
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 
+import ray
+
+import fdsl
 from fdsl.platform import console
 
 
@@ -20,15 +24,12 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     Does nothing when Ray is already initialised (e.g. in tests or inside a Tune trial). Inside
     `ray job submit` (RAY_ADDRESS set) it joins the job's cluster.
     """
-    import ray
-
     if ray.is_initialized():
         return False
     if address:
         _check_reachable(address)
         runtime_env = None
         if address.startswith("ray://"):  # a Ray Client: ship this package to the cluster's workers
-            import fdsl
 
             runtime_env = {"py_modules": [fdsl]}
         try:
@@ -69,8 +70,6 @@ def _pin_ray_data_coordinator() -> None:
 def starts_local(address: str | None = None) -> bool:
     """Whether `connect(address)` would start a local Ray (no address, not inside a Ray job, no
     Ray in this process yet): then the run must fit this machine."""
-    import ray
-
     return not address and not os.environ.get("RAY_ADDRESS") and not ray.is_initialized()
 
 
@@ -87,8 +86,6 @@ def start_local(num_cpus: int | None = None) -> None:
     Train controller lives (without a dashboard it warns every second and could never remove a dead
     run's placement group). Its processes get RAY_API_SERVER_ADDRESS, so that the State API finds
     this Ray's dashboard even when another Ray runs on the machine, and LOCAL_TRAIN_ENV."""
-    import ray
-
     port = _free_port()
     # inherited by the GCS, raylet and workers (a variable the user set is left as it is)
     env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}",
@@ -119,8 +116,6 @@ def local_num_cpus() -> int:
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -128,8 +123,6 @@ def _free_port() -> int:
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail fast on a host:port nobody listens on (ray.init would keep retrying for minutes)."""
-    import socket
-
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():

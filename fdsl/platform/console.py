@@ -20,6 +20,7 @@ full output, as Ray prints it.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import shutil
@@ -266,8 +267,6 @@ def follow_metrics(path: Path, progress: Progress, describe: Callable[[dict], tu
     """While the body runs, follow the JSON rows appended to `path` (a run's metrics.jsonl, written
     by rank 0 wherever it runs, the run folder being shared) and show the newest one:
     `describe(row) -> (units done, text)`. A restarted worker group rewrites the file: followed anew."""
-    import json
-
     stop = threading.Event()
 
     def follow():

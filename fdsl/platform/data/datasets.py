@@ -13,10 +13,13 @@ or `ds.randomize_block_order()`).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
 import numpy as np
+import ray
+import ray.exceptions
 
 from fdsl.platform.data.manifest import check_shards, identity, identity_diff, load_manifest
 from fdsl.platform.data.shards import (
@@ -73,9 +76,7 @@ def _read_parquet(paths: list[str]):
     reader is used for this dataset (the DataContext is copied into the dataset at creation); with
     aiohttp installed nothing changes.
     """
-    import importlib.util
 
-    import ray
 
     ctx = ray.data.DataContext.get_current()
     use_v2 = ctx.use_datasource_v2
@@ -106,8 +107,6 @@ def render_dataset(experiment):
     One block per planned shard, rendered in batches of `synthesis.batch_size` by the same adapter
     that `fdsl generate` uses, so image i is the same array as row i of the generated folder.
     """
-    import ray
-
     experiment.validate()
     syn = experiment.synthesis
     plan = plan_of(experiment)
@@ -147,8 +146,6 @@ def take_all(ds, what: str, log=print) -> list[dict]:
     Ray Data's read tasks or metadata actors, which then die with it ("Terminated by autoscaler";
     seen in the local cluster drill), and Ray Data does not retry a lost actor. The read itself is
     deterministic, so it is simply run again."""
-    import ray.exceptions
-
     for attempt in range(1, NODE_LOSS_ATTEMPTS + 1):
         try:
             return ds.take_all()

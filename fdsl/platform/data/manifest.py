@@ -17,8 +17,11 @@ import json
 import os
 from pathlib import Path
 
+import pyarrow
+
 from fdsl import __version__
 from fdsl.atomic import atomic_write_text
+from fdsl.generators import generator_class
 from fdsl.platform.data.shards import combine_content, file_sha256, shard_name
 from fdsl.schema import check_fields, load_json
 
@@ -34,8 +37,6 @@ SHARD_FIELDS = {"file": str, "rows": int, "sha256": str}
 
 def identity(experiment) -> dict:
     """What determines a dataset's bytes: generator (name, version, config) and the shard layout."""
-    from fdsl.generators import generator_class
-
     return {"generator": experiment.generator,
             "generator_version": generator_class(experiment.generator).version,
             "data": experiment.data.to_dict(),
@@ -131,7 +132,7 @@ def load_progress(directory: Path) -> tuple[dict | None, dict[int, dict]]:
     return header, entries
 
 
-class Progress:
+class ShardJournal:
     """Append-only journal of finished shards, so a crashed run resumes without re-rendering them."""
 
     def __init__(self, directory: Path, header: dict, entries: dict[int, dict]):
@@ -150,8 +151,6 @@ class Progress:
 
 def build_manifest(experiment, ident: dict, entries: list[dict]) -> dict:
     """The manifest of a complete dataset, from the shard entries in shard order."""
-    import pyarrow
-
     rows = sum(e["rows"] for e in entries)
     nbytes = sum(e["bytes"] for e in entries)
     shapes = {tuple(e["image_shape"]) for e in entries}

@@ -25,9 +25,13 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
 
 from fdsl.atomic import atomic_path
 from fdsl.generators import Generator, build_generator, generator_class
+from fdsl.platform.data.synthesis_config import SynthesisConfig
 
 SHARD_GLOB = "shard-*.parquet"
 TMP_GLOB = ".shard-*.parquet.*.tmp*"
@@ -106,7 +110,6 @@ def encode_images(images: np.ndarray, encoding: str, level: int) -> list[bytes]:
     if encoding == "raw":  # compressed by the Parquet column (zstd), not per image
         return [np.ascontiguousarray(img).tobytes() for img in images]
     if encoding == "png":
-        from PIL import Image
 
         out = []
         for img in images:
@@ -124,7 +127,6 @@ def decode_images(blobs, encoding: str, image_shape) -> np.ndarray:
         flat = np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=np.uint8)
         return flat.reshape((len(blobs), *shape))
     if encoding == "png":
-        from PIL import Image
 
         out = np.empty((len(blobs), *shape), dtype=np.uint8)
         for k, blob in enumerate(blobs):
@@ -169,10 +171,7 @@ def write_shard(out_dir: str | os.PathLike, shard: int, *, generator: tuple[str,
     at one batch), to a hidden temporary file that is fsynced and renamed into place. On any error
     the temporary file is removed: a final name only ever holds a complete shard.
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
-    from fdsl.platform.data.synthesis_config import SynthesisConfig
 
     syn = SynthesisConfig.from_dict(synthesis)
     data = _generator(*generator).config
@@ -220,8 +219,6 @@ def write_shard(out_dir: str | os.PathLike, shard: int, *, generator: tuple[str,
 
 def read_shard(path: str | os.PathLike, offsets: list[int] | None = None) -> dict[str, np.ndarray]:
     """{"image", "label", "instance"} arrays of the rows at `offsets` of one shard (all if None)."""
-    import pyarrow.parquet as pq
-
     table = pq.read_table(path)
     meta = json.loads(table.schema.metadata[b"fdsl"])
     if offsets is not None:

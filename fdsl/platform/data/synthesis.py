@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import fcntl
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
+import ray
 
 from fdsl.atomic import OutputError, check_writable
 from fdsl.platform import console
@@ -30,7 +34,7 @@ from fdsl.platform.console import LOGS, quiet_data
 from fdsl.platform.data.manifest import (
     MANIFEST,
     PROGRESS,
-    Progress,
+    ShardJournal,
     atomic_write_text,
     build_manifest,
     check_shards,
@@ -111,7 +115,7 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
             log(f"generate: {name} is bad ({problem}); rendering it again")
         header = {"fingerprint": fingerprint(ident), "identity": ident, "num_shards": plan.num_shards,
                   "experiment": experiment.to_dict()}
-        progress = Progress(out, header, good)  # the journal first: then the manifest may go
+        progress = ShardJournal(out, header, good)  # the journal first: then the manifest may go
         if complete:
             (out / MANIFEST).unlink()
         for tmp in out.glob(TMP_GLOB):  # left by killed workers of an earlier run
@@ -172,8 +176,6 @@ def _prepare_folder(out: Path) -> Path:
 @contextlib.contextmanager
 def _folder_lock(out: Path):
     """One writer per folder: a second `fdsl generate` on the same folder is refused, not mixed in."""
-    import fcntl
-
     with open(out / LOCK, "a") as f:
         try:
             fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -218,9 +220,6 @@ def _write_shards(batch: dict, *, out_dir: str, generator: tuple[str, str], synt
     An I/O error (disk full, permissions) comes back as a record, so the driver can name it; Ray Data
     would wrap a raised one in a generic "UDF failed" error. Other exceptions are bugs and raise.
     """
-    import numpy as np
-    import ray
-
     node = ray.get_runtime_context().get_node_id()  # kept in the journal: which node wrote which shard
     entries = []
     for group in batch["shards"]:
@@ -281,8 +280,6 @@ def _no_ray_data_resource_requests() -> None:
 
 def _render_shards(experiment, out: Path, todo: list[int], num_cpus: int | None):
     """Yield the manifest entry of each shard in `todo` as its Ray task finishes."""
-    import ray
-
     syn = experiment.synthesis
     cap = None if num_cpus is None else max(1, int(num_cpus / syn.num_cpus_per_task))
     slots = cap or max(1, int(ray.cluster_resources().get("CPU", 1) / syn.num_cpus_per_task))

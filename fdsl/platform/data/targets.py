@@ -21,8 +21,12 @@ import pickle
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
+from sklearn.datasets import load_digits as sk_digits
 
 from fdsl.config import Registry
+from fdsl.platform.data.manifest import load_manifest
+from fdsl.platform.data.shards import read_shard
 
 TARGETS = Registry("dataset", "as KIND or KIND:PATH")
 """Target-set loaders `fn(path) -> TargetData` by kind; `@register_target(kind)` adds one."""
@@ -55,7 +59,6 @@ class TargetData:
 
 def register_target(kind: str):
     """Decorator: a loader `fn(path) -> TargetData` for specs `kind` or `kind:PATH`."""
-
     return TARGETS.register(kind)
 
 
@@ -156,8 +159,6 @@ def _from_split(name, images, labels, num_classes, class_names) -> TargetData:
 @register_target("digits")
 def load_digits(path: str = "") -> TargetData:
     """1,797 8x8 handwritten digits (scikit-learn ships them), scaled from 0..16 to 0..255."""
-    from sklearn.datasets import load_digits as sk_digits
-
     bunch = sk_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)
     labels = bunch.target.astype(np.int64)
@@ -282,8 +283,6 @@ _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 
 
 def _read_tree(root: Path, classes: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image, UnidentifiedImageError
-
     images, labels, shape = [], [], None
     for label, name in enumerate(classes):
         for file in sorted((root / name).iterdir()):
@@ -326,9 +325,6 @@ def load_imagefolder(path: str) -> TargetData:
 @register_target("parquet")
 def load_parquet(path: str) -> TargetData:
     """A folder written by `fdsl generate` (checked against its manifest); 20% held out per class."""
-    from fdsl.platform.data.manifest import load_manifest
-    from fdsl.platform.data.shards import read_shard
-
     folder = _require_dir(path, "parquet")
     manifest = load_manifest(folder)
     parts = []

@@ -10,24 +10,28 @@ pre-training and fine-tuning.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from timm.data import Mixup, create_transform
+from timm.data.auto_augment import RandAugment, posterize
+from timm.data.random_erasing import RandomErasing
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from torchvision.transforms import v2
 
 
 def _posterize(img, bits_to_keep, **kwargs):
     """timm's posterize, also for 0 bits (RandAugment's top magnitude), which Pillow >= 12 refuses:
     keeping no bit gives a black image, as older Pillow did."""
-    from timm.data.auto_augment import posterize
-
     return img.point(lambda _: 0) if bits_to_keep <= 0 else posterize(img, bits_to_keep, **kwargs)
 
 
 @functools.lru_cache(maxsize=8)
 def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hflip: float,
                      vflip: float = 0.0, crop: str = "resized", crop_padding: int = 4, autoaugment: str = ""):
-    from timm.data import create_transform
-    from timm.data.auto_augment import RandAugment, posterize
-
     if crop == "padded" or autoaugment:
         return _torchvision_transform(img_size, crop_scale_min, hflip, vflip, crop, crop_padding, autoaugment)
 
@@ -47,8 +51,6 @@ def _torchvision_transform(img_size: int, crop_scale_min: float, hflip: float, v
     """The small-set recipe of Gani et al. (finetune.py): flip, RandomCrop with zero padding, the
     AutoAugment policy of the data set (torchvision's AutoAugment, CIFAR10 / SVHN / ImageNet
     policies of Cubuk et al.), uint8 CHW out like timm's prefetcher path."""
-    from torchvision.transforms import v2
-
     steps = [v2.Resize(img_size, interpolation=v2.InterpolationMode.BICUBIC)]
     if crop == "padded":
         steps.append(v2.RandomCrop(img_size, padding=crop_padding))
@@ -64,8 +66,6 @@ def _torchvision_transform(img_size: int, crop_scale_min: float, hflip: float, v
 
 def to_rgb(image: np.ndarray):
     """A uint8 HxW or HxWx3 array as an RGB PIL image."""
-    from PIL import Image
-
     return Image.fromarray(np.asarray(image, dtype=np.uint8)).convert("RGB")
 
 
@@ -98,8 +98,6 @@ def augment_images(images: np.ndarray, labels: np.ndarray, *, img_size: int, ran
     image). Without: `batch_resized_crop` (RandomResizedCrop + flip of the whole batch at once, about
     5x faster).
     """
-    import torch
-
     if randaugment or autoaugment or crop != "resized" or repeats > 1:
         return augment_batch({"image": images, "label": labels}, img_size=img_size, randaugment=randaugment,
                              crop_scale_min=crop_scale_min, hflip=hflip, repeats=repeats, vflip=vflip,
@@ -116,9 +114,6 @@ def batch_resized_crop(images: np.ndarray, size: int, scale: tuple[float, float]
     ~ U(scale), log aspect ratio ~ U(log ratio), as torchvision/timm (10 tries, else the full image),
     drawn from torch's global RNG. Per-image PIL transforms cost ~0.5 ms an image; this ~0.1 ms.
     """
-    import torch
-    import torch.nn.functional as F
-
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = (x[:, None].expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).float()
     b, _, h, w = x.shape
@@ -146,11 +141,6 @@ class DeviceBatch:
     benchmarks/pretrain.py; `cfg` is a config with the `AugmentSection` fields."""
 
     def __init__(self, cfg, num_classes: int, device, mean, std, dtype=None):
-        import torch
-        from timm.data import Mixup
-        from timm.data.random_erasing import RandomErasing
-        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
         self.mixup = (Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                             switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.label_smoothing,
                             num_classes=num_classes) if cfg.mixes else None)
@@ -181,3 +171,49 @@ class DeviceBatch:
 
     def loss(self, logits, target):
         return self.criterion(logits.float(), target)
+
+
+# --- DINO's multi-crop views (a Ray Data task of SSL's seeded_stream) -----------------------------------
+def _photometric(crops, *, color_jitter: float, blur: float, solarize: float, grayscale: float = 0.2):
+    """DINO's colour jitter, grayscale, Gaussian blur and solarisation, per image (torchvision), in 0..1."""
+    size = crops.shape[-1]
+    jitter = v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
+    sigma_max = max(0.1, 2.0 * size / 224)  # DINO's radius 0.1..2 at 224px, scaled to the crop
+    kernel = 2 * math.ceil(3 * sigma_max) + 1
+    blurrer = v2.GaussianBlur(kernel_size=kernel, sigma=(0.1 * size / 224, sigma_max))
+    out = crops.div(255.0)
+    for i in range(len(out)):
+        img = out[i]
+        if torch.rand(()) < color_jitter:
+            img = jitter(img)
+        if torch.rand(()) < grayscale:
+            img = v2.functional.rgb_to_grayscale(img, num_output_channels=3)
+        if torch.rand(()) < blur:
+            img = blurrer(img)
+        if torch.rand(()) < solarize:
+            img = v2.functional.solarize(img, threshold=0.5)
+        out[i] = img
+    return out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)
+
+
+def multicrop_views(picked: np.ndarray, labels=None, *, img_size: int, local_size: int, num_local: int,
+                    global_scale_min: float, local_scale_max: float, hflip: float, color_jitter: float,
+                    blur: float, solarize: float, local_scale_min: float = 0.05) -> dict[str, np.ndarray]:
+    """DINO's views of a drawn batch (labels unused): {"global" (B,2,3,S,S) uint8, "local" (B,N,3,s,s)
+    uint8 if N > 0}; the augmentation of SSL's `seeded_stream`.
+
+    Blur probability: 1 on the first global view, 0.1 on the second, `blur` on the locals (DINO);
+    `blur` 0 turns it off everywhere. Solarisation only on the second global view.
+    """
+    views = []
+    for view_blur, view_solarize in ((1.0, 0.0), (0.1, solarize)):  # DINO's two global views
+        crops = batch_resized_crop(picked, img_size, (global_scale_min, 1.0), hflip)
+        views.append(_photometric(crops, color_jitter=color_jitter, blur=view_blur if blur > 0 else 0.0,
+                                  solarize=view_solarize))
+    out = {"global": torch.stack(views, dim=1).numpy()}
+    if num_local:
+        scale = (local_scale_min, local_scale_max)
+        local = [_photometric(batch_resized_crop(picked, local_size, scale, hflip),
+                              color_jitter=color_jitter, blur=blur, solarize=0.0) for _ in range(num_local)]
+        out["local"] = torch.stack(local, dim=1).numpy()
+    return out

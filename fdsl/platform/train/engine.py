@@ -16,6 +16,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import ray.train.torch
+import torch
+
+from fdsl.platform.train.sections import deepspeed_config
+
 STATE_FILE = "torch_state.pt"
 """TorchEngine's checkpoint file inside the checkpoint's tag folder."""
 
@@ -25,8 +30,6 @@ class TorchEngine:
 
     def __init__(self, model, optimizer, *, world: int, grad_accum_steps: int = 1, clip_grad: float = 0.0,
                  bf16: bool = False, device=None):
-        import ray.train.torch
-        import torch
 
         self.module, self.optimizer = model, optimizer
         self.net = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
@@ -53,8 +56,6 @@ class TorchEngine:
 
     def step(self) -> None:
         """An optimizer step at the end of every `grad_accum_steps` micro batches (as DeepSpeed's)."""
-        import torch
-
         self.micro += 1
         if self.micro % self.accum:
             return
@@ -64,8 +65,6 @@ class TorchEngine:
         self.optimizer.zero_grad(set_to_none=True)
 
     def save_checkpoint(self, directory: str | Path, tag: str, client_state: dict[str, Any]) -> None:
-        import torch
-
         folder = Path(directory) / tag
         folder.mkdir(parents=True, exist_ok=True)
         torch.save({"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -73,8 +72,6 @@ class TorchEngine:
 
     def load_checkpoint(self, directory: str | Path, tag: str) -> tuple[str, dict[str, Any]]:
         """(path, client_state) of a checkpoint `save_checkpoint` wrote; tensors only (`weights_only`)."""
-        import torch
-
         path = Path(directory) / tag / STATE_FILE
         if not path.is_file():
             raise FileNotFoundError(f"{path.parent}: no {STATE_FILE} (a checkpoint of a DeepSpeed run? "
@@ -90,7 +87,6 @@ def make_engine(cfg, model, optimizer, world: int, device):
     if cfg.use_deepspeed:
         import deepspeed
 
-        from fdsl.platform.train.config import deepspeed_config
 
         deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
         engine, optimizer, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import psutil
+
 GIB = 1024**3
 PROCESS_BYTES = 1.5 * GIB
 BASE_BYTES = 1.0 * GIB
@@ -45,8 +47,6 @@ def estimate_bytes(shape: dict[str, int], micro_batch: int, views: Sequence[int]
 def check_fits(section: str, need: float, what: str, hint: str) -> None:
     """ValueError when `need` bytes exceed this machine's memory: names the estimate, `what` it is
     made of and `hint` (what to lower or which preset to pair)."""
-    import psutil
-
     have = psutil.virtual_memory().total
     if need > have:
         raise ValueError(f"{section}: this run needs about {need / GIB:.0f} GiB of memory ({what}), this "

@@ -10,7 +10,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fdsl.atomic import save_figure
+import numpy as np
+
+from fdsl.figures import plt, save_figure
 
 CURVES_PNG = "curves.png"
 
@@ -29,11 +31,6 @@ class Panel:
 def save_curves(rows: Sequence[dict], path: Path, title: str, panels: Sequence[Panel],
                 x: str = "step") -> Path:
     """Panels side by side, one line per key present in the rows; written atomically as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
         for key in panel.keys:
@@ -53,3 +50,27 @@ def save_curves(rows: Sequence[dict], path: Path, title: str, panels: Sequence[P
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def save_confusion_png(confusion: np.ndarray, path: Path, title: str, class_names: Sequence[str]) -> Path:
+    """The confusion matrix (rows: true, columns: predicted), row-normalised, as a PNG."""
+    n = len(confusion)
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    side = min(12.0, 3.0 + 0.35 * n)
+    fig, ax = plt.subplots(figsize=(side, side))
+    im = ax.imshow(rates, cmap="viridis", vmin=0.0, vmax=1.0)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    if n <= 30:
+        ax.set_xticks(range(n), class_names, rotation=90, fontsize=7)
+        ax.set_yticks(range(n), class_names, fontsize=7)
+        if n <= 15:
+            for i in range(n):
+                for j in range(n):
+                    if confusion[i, j]:
+                        ax.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=7,
+                                color="black" if rates[i, j] > 0.5 else "white")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)

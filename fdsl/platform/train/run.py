@@ -29,14 +29,26 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import ray.tune
+import torch
+from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
+from ray.train.torch import TorchTrainer
+from ray.tune.integration.ray_train import TuneReportCallback
 
 from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.platform.connect import connect, local_num_cpus, starts_local
 from fdsl.platform.console import Progress, follow_metrics
-from fdsl.platform.train.config import WorkersSection
+from fdsl.platform.train.config import EXPERIMENT_FILE
+from fdsl.platform.train.memory import check_fits, estimate_bytes
+from fdsl.platform.train.plans import PLAN, Memory
+from fdsl.platform.train.sections import WorkersSection
 from fdsl.platform.train.weights import WEIGHTS_FILE
 
-EXPERIMENT_FILE = "experiment.json"
-"""The full experiment config of the run."""
+REPORT_TO_TUNE = "report_to_tune"
+"""Set by `fit` in a local-mode run's loop config: whether the loop reports to Tune itself."""
 METRICS_LOG = "metrics.jsonl"
 """One JSON row per optimizer step (pre-training, SSL) or per evaluation (fine-tuning)."""
 EVENTS_FILE = "events.jsonl"
@@ -65,7 +77,7 @@ def refuse_used_folder(out: str | os.PathLike, *, resumable: bool = False) -> Pa
 
 
 def connect_checked(cfg: WorkersSection, section: str, address: str | None = None,
-                    memory: dict | None = None) -> None:
+                    memory: Memory | None = None) -> None:
     """Join or start Ray (`fdsl.platform.connect.connect`); a local Ray started here must hold the run.
 
     `memory` ({"shape": model shape, "views": image sizes per sample}): before a local Ray starts,
@@ -77,10 +89,6 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
     the caller (a test, a Tune trial): those are not refused. ValueError naming `section` when the
     local Ray is too small.
     """
-    import ray
-
-    from fdsl.platform.connect import connect, local_num_cpus, starts_local
-
     if not starts_local(address):
         connect(address)
         return
@@ -100,10 +108,8 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
                          "pass --address of a cluster with GPUs")
 
 
-def _check_memory(cfg: WorkersSection, section: str, memory: dict) -> None:
-    from fdsl.platform.train.memory import check_fits, estimate_bytes
-
-    shape, views = memory["shape"], memory["views"]
+def _check_memory(cfg: WorkersSection, section: str, memory: Memory) -> None:
+    shape, views = memory.shape, memory.views
     processes = max(cfg.num_workers, 1)
     need = estimate_bytes(shape, cfg.micro_batch_size, views, processes)
     crops = f"{len(views)} views of {'/'.join(str(v) for v in sorted(set(views), reverse=True))} px" \
@@ -120,11 +126,13 @@ def write_experiment(out: Path, experiment) -> None:
     atomic_write_text(out / EXPERIMENT_FILE, json.dumps(experiment.to_dict(), indent=2) + "\n")
 
 
-def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets: dict, *,
+def fit(train_func, plan, cfg: WorkersSection, out: Path, datasets: dict, *,
         split: Sequence[str] = ("train",), preserve_order: bool = True, keep_checkpoints: int | None = None,
         callbacks: Sequence[Any] = (),
         progress: tuple[str, int, Callable[[dict], tuple[int, str]]] | None = None):
     """Run `train_func` on a TorchTrainer of `cfg`'s workers into `out/train`; returns Ray's Result.
+
+    Every worker gets `{"plan": plan}` (a frozen dataclass of `plans`, sent as it is).
 
     Worker groups restart up to `cfg.max_failures` times (from the latest checkpoint, if the trainer
     reports any); `split` datasets are split over the workers, in order with `preserve_order` (the
@@ -132,11 +140,9 @@ def fit(train_func, loop_config: dict, cfg: WorkersSection, out: Path, datasets:
     RunConfig (e.g. Tune's `TuneReportCallback()`); `progress` = (name, total steps, describe): the
     console shows the newest row of metrics.jsonl, `describe(row) -> (step, text)` (console.Progress).
     """
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
-    from ray.train.torch import TorchTrainer
-
+    loop_config: dict[str, Any] = {PLAN: plan}
     if cfg.local_mode:  # Ray Train runs no controller, so no RunConfig callback: the loop reports to Tune
-        loop_config = {**loop_config, "report_to_tune": _local_tune_callbacks(callbacks)}
+        loop_config[REPORT_TO_TUNE] = _local_tune_callbacks(callbacks)
         callbacks = ()
         # local mode logs "Running in local mode" and every report at INFO: metrics.jsonl has them
         logging.getLogger("ray.train.v2").setLevel(logging.WARNING)
@@ -168,7 +174,6 @@ def _local_tune_callbacks(callbacks: Sequence[Any]) -> bool:
     TuneReportCallback there (TypeError otherwise: the run would silently skip them)."""
     if not callbacks:
         return False  # no Tune import on the path of every local-mode run
-    from ray.tune.integration.ray_train import TuneReportCallback
 
     others = [type(c).__name__ for c in callbacks if not isinstance(c, TuneReportCallback)]
     if others:
@@ -179,17 +184,13 @@ def _local_tune_callbacks(callbacks: Sequence[Any]) -> bool:
 
 def report(metrics: dict, config: dict, **kwargs) -> None:
     """`ray.train.report` from the training loop of a worker group. A local-mode loop (`fit` set
-    config["report_to_tune"]) reports to Tune directly when it runs in a Tune trial with a
+    config[REPORT_TO_TUNE]) reports to Tune directly when it runs in a Tune trial with a
     TuneReportCallback, as that callback does for workers, and else to nobody: Ray Train keeps
     only its last report there (fdsl reads its metrics files), and refuses `ray.train.report`
     inside a Tune trial."""
-    if "report_to_tune" not in config:
-        import ray.train
-
+    if REPORT_TO_TUNE not in config:
         ray.train.report(metrics, **kwargs)
-    elif config["report_to_tune"]:
-        import ray.tune
-
+    elif config[REPORT_TO_TUNE]:
         ray.tune.report(metrics)
 
 
@@ -213,8 +214,6 @@ def set_aside_failed_run(out: Path) -> Path | None:
 # --- worker -------------------------------------------------------------------------------------
 def seed_all(seed: int) -> None:
     """Seed Python's, numpy's and torch's global RNGs."""
-    import torch
-
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -223,10 +222,6 @@ def seed_all(seed: int) -> None:
 def start_worker(cfg: WorkersSection) -> tuple[int, int, Any]:
     """Inside a Train worker: (rank, world size, torch device); applies threads_per_worker, makes the
     GPU current with use_gpu, and seeds every rank alike (the same initial model everywhere)."""
-    import ray.train
-    import ray.train.torch
-    import torch
-
     if cfg.threads_per_worker:
         torch.set_num_threads(cfg.threads_per_worker)
     seed_all(cfg.seed)
@@ -290,3 +285,17 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def eval_text(row: dict) -> tuple[int, str]:
+    """The console's progress of an evaluation row of metrics.jsonl."""
+    return row["step"], (f"epoch {row['epoch']}, val top-1 {row['finetune_top1']:.3f}, "
+                         f"train loss {row['train_loss']:.3f}")
+
+
+def read_finetune_metrics(run_dir: str | os.PathLike) -> dict:
+    """metrics.json of a finished fine-tuning run."""
+    path = Path(run_dir) / SUMMARY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no {SUMMARY_FILE} (the fine-tuning run did not finish)")
+    return json.loads(path.read_text())

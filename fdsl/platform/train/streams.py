@@ -1,4 +1,5 @@
-"""The seeded small-set stream shared by pre-training, fine-tuning and SSL, and the eval stream.
+"""The trainers' data paths: the seeded small-set stream shared by pre-training, fine-tuning and
+SSL, the eval stream, and pre-training's read-shuffle-augment path for sets larger than memory.
 
 A set small enough to hold in memory (a target set, a small formula set) goes to Ray's object
 store once. A run's training stream is one Ray Data pass of run-long row ids: row i is image
@@ -13,23 +14,29 @@ the config only, however Ray schedules the tasks.
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable
 
 import numpy as np
+import ray
+import ray.data
+import torch
+from PIL import Image
+from ray.data import RandomSeedConfig
+
+from fdsl.platform.data.datasets import read_dataset, render_dataset, take_all
+from fdsl.platform.train.augment import augment_batch, augment_images, to_rgb
+from fdsl.platform.train.config import FinetuneConfig, PretrainConfig
 
 
 def put_source(images: np.ndarray, labels: np.ndarray) -> list:
     """The arrays in Ray's object store, as a one-element list (a list, so that Ray passes the
     reference itself to the tasks instead of resolving it into every call's arguments)."""
-    import ray
-
     return [ray.put((np.ascontiguousarray(images), np.asarray(labels, dtype=np.int64)))]
 
 
 def get_source(source: list) -> tuple[np.ndarray, np.ndarray]:
     """(images, labels) of `put_source`'s handle (zero-copy from the object store)."""
-    import ray
-
     return ray.get(source[0])
 
 
@@ -48,8 +55,6 @@ def stream_indices(ids: np.ndarray, num_images: int, seed: int) -> np.ndarray:
 def seed_batch(seed: int, *keys: int) -> None:
     """Seed Python's, numpy's and torch's RNGs of this task for one batch, named by `keys` (e.g. the
     batch's first row)."""
-    import torch
-
     state = int(np.random.SeedSequence([seed, *keys]).generate_state(1)[0])
     random.seed(state)
     np.random.seed(state)
@@ -70,8 +75,6 @@ def id_rows(num_rows: int, block_rows: int):
     Built in memory (`from_items`), not with `ray.data.range`, whose read tasks reserve a whole CPU
     and cannot be scheduled beside the Train workers of a Tune trial on a small machine.
     """
-    import ray.data
-
     return ray.data.from_items([{"id": i} for i in range(num_rows)],
                                override_num_blocks=max(1, -(-num_rows // max(1, block_rows))))
 
@@ -98,9 +101,7 @@ def resize_batch(batch: dict[str, np.ndarray], *, source: list, img_size: int) -
 
     `source` holds (images, labels) of the val split; each image is resized (bicubic) to S x S.
     """
-    from PIL import Image
 
-    from fdsl.platform.train.augment import to_rgb
 
     images, labels = get_source(source)
     idx = np.asarray(batch["id"], dtype=np.int64)
@@ -116,3 +117,99 @@ def eval_dataset(images: np.ndarray, labels: np.ndarray, img_size: int, block_ro
     return id_rows(len(labels), block_rows).map_batches(
         resize_batch, batch_format="numpy", batch_size=block_rows,
         fn_kwargs=dict(source=put_source(images, labels), img_size=img_size))
+
+
+# --- pre-training's data path (runs in Ray Data tasks) ----------------------------------------------
+def open_source(experiment, data: str):
+    """The Ray Dataset of `data`: "stream" (rendered on the fly) or a folder made by `fdsl generate`."""
+    return render_dataset(experiment) if data == "stream" else read_dataset(data)
+
+
+def _augment_pass(batch: dict[str, np.ndarray], *, seed: int, **augment) -> dict[str, np.ndarray]:
+    """Ray Data adapter for a set read anew every pass: seeds the batch's augmentation from (seed,
+    pass, its first image's class and instance), then `augment_batch`.
+
+    The pass is the data set's Ray Data execution index, from which Ray Data's own seeded shuffles
+    (`RandomSeedConfig`) derive each execution's seed too.
+    """
+    if len(batch["label"]):
+        seed_batch(seed, ray.data.DataContext.get_current()._execution_idx, int(batch["label"][0]),
+                   int(batch["instance"][0]))
+    return augment_batch(batch, **augment)
+
+
+def training_dataset(source, cfg: PretrainConfig, num_images: int):
+    """The Ray Dataset the trainer splits over its workers: shuffled, augmented, uint8 CHW.
+
+    A data set smaller than `cfg.min_pass_images` is read once into the object store and streamed
+    by `seeded_stream`: run-long row ids (the run's total_steps x global_batch_size images), each
+    row a seeded draw with seeded augmentation, in parallel blocks; no per-epoch read or all-to-all
+    shuffle, whose start-up would cost seconds every few steps. A larger set is read and shuffled
+    anew every pass: the shuffle and each batch's augmentation are seeded from (seed, pass), so
+    every pass differs and the same config gives the same passes.
+    """
+
+
+    augment = dict(img_size=cfg.img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
+                   hflip=cfg.hflip, vflip=cfg.vflip, crop=cfg.crop, crop_padding=cfg.crop_padding,
+                   autoaugment=cfg.autoaugment, repeats=cfg.repeated_aug)
+    if cfg.pass_copies(num_images) > 1:  # a small set: held in the object store and streamed
+        rows = take_all(source, "pretrain")
+        rows.sort(key=lambda r: (int(r["label"]), int(r["instance"])))  # the set's order, not the read's
+        images = cfg.schedule(num_images)["total_steps"] * cfg.global_batch_size
+        return seeded_stream(np.stack([r["image"] for r in rows]),
+                             np.array([r["label"] for r in rows], dtype=np.int64),
+                             num_rows=-(-images // cfg.repeated_aug),  # each id gives repeated_aug copies
+                             seed=cfg.seed, augment=augment_images, batch_size=cfg.augment_batch_size,
+                             num_cpus=cfg.augment_cpus, **augment)
+    order = RandomSeedConfig(seed=cfg.seed, reseed_after_execution=True)  # a new seeded order each pass
+    if cfg.shuffle == "global":
+        ds = source.random_shuffle(seed=order)
+    else:
+        ds = source.randomize_block_order(seed=order)
+    return ds.map_batches(_augment_pass, batch_format="numpy", batch_size=cfg.augment_batch_size,
+                          num_cpus=cfg.augment_cpus, fn_kwargs=dict(seed=cfg.seed, **augment))
+
+
+def micro_batches(shard, cfg: PretrainConfig, device):
+    """Endless (images uint8, labels int64) micro batches of a worker's shard, pass after pass."""
+    buffer = cfg.shuffle_buffer if cfg.shuffle == "local" and cfg.shuffle_buffer > 0 else None
+    while True:
+        count = 0
+        for batch in shard.iter_torch_batches(batch_size=cfg.micro_batch_size, drop_last=True,
+                                              prefetch_batches=cfg.prefetch_batches,
+                                              local_shuffle_buffer_size=buffer,
+                                              local_shuffle_seed=cfg.seed if buffer else None, device=device,
+                                              dtypes={"image": torch.uint8, "label": torch.int64}):
+            count += 1
+            yield batch["image"], batch["label"]
+        if count == 0:
+            raise RuntimeError("a worker's data shard holds less than one micro batch; use a smaller "
+                               "global_batch_size or fewer workers")
+
+
+# --- fine-tuning's data path -----------------------------------------------------------------------
+def target_stream(data, cfg: FinetuneConfig, img_size: int):
+    """All epochs' training rows of the target set `data`, augmented in Ray Data tasks (`seeded_stream`)."""
+    num_train = len(data.train_labels)
+    rows = cfg.schedule(num_train)["total_steps"] * cfg.global_batch_size
+    return seeded_stream(data.train_images, data.train_labels, num_rows=-(-rows // cfg.repeated_aug),
+                         seed=cfg.seed, augment=augment_images, batch_size=cfg.augment_batch_size,
+                         num_cpus=cfg.augment_cpus, img_size=img_size, randaugment=cfg.randaugment,
+                         crop_scale_min=cfg.crop_scale_min, hflip=cfg.hflip, vflip=cfg.vflip, crop=cfg.crop,
+                         crop_padding=cfg.crop_padding, autoaugment=cfg.autoaugment, repeats=cfg.repeated_aug)
+
+
+def measure_loader(ds, num_images: int, batch_size: int) -> dict[str, float]:
+    """Images/s of the data path alone (no training): `num_images` rows pulled through `ds`."""
+    start = first = time.perf_counter()
+    count = 0
+    for k, batch in enumerate(ds.limit(num_images).iter_batches(batch_size=batch_size, batch_format="numpy",
+                                                                prefetch_batches=2)):
+        if k == 0:
+            first = time.perf_counter()
+        else:
+            count += len(batch["label"])
+    end = time.perf_counter()
+    return {"loader_images_per_s": round(count / max(end - first, 1e-9), 1),
+            "loader_startup_s": round(first - start, 3)}

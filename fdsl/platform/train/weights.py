@@ -12,12 +12,25 @@ interpolation, plus what made the weights (the trainer's section, step, source).
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
+import timm
+import torch
+import torch.hub
+from huggingface_hub import try_to_load_from_cache
+from huggingface_hub.constants import HF_HUB_CACHE
+from safetensors import safe_open
+from safetensors.torch import save_file
+from timm.models import get_pretrained_cfg
+
 from fdsl.atomic import atomic_path, atomic_write_text
+from fdsl.platform.train.memory import vit_shape
+from fdsl.platform.train.plans import Weights
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -26,8 +39,6 @@ CONFIG_FILE = "config.json"
 def gathered_state(module, rank: int = 0) -> dict | None:
     """The module's tensors as contiguous fp32 CPU tensors, ZeRO partitions gathered (a collective:
     every rank calls it, in the same order); the dict on rank 0, None elsewhere."""
-    import sys
-
     safe_get_full_fp32_param = None
     if "deepspeed" in sys.modules:  # only a DeepSpeed run can hold ZeRO partitions (no import otherwise)
         from deepspeed.utils import safe_get_full_fp32_param
@@ -49,8 +60,6 @@ def export_weights(module, out: str | os.PathLike, config: dict[str, Any], rank:
     `config` holds at least architecture, img_size, patch_size, num_classes, mean and std. Every
     rank calls this (the gather is a collective); rank 0 writes.
     """
-    from safetensors.torch import save_file
-
     state = gathered_state(module, rank)
     if rank != 0:
         return
@@ -68,8 +77,6 @@ def load_pretrained(run_or_file: str | os.PathLike, num_classes: int | None = No
     `num_classes` other than the weights' gives a freshly initialised head (fine-tuning);
     `img_size=` another input size (the position embedding is resampled by timm's loader).
     """
-    import timm
-
     path = Path(run_or_file)
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     config_path = weights.with_name(CONFIG_FILE)
@@ -87,9 +94,7 @@ def load_pretrained(run_or_file: str | os.PathLike, num_classes: int | None = No
 def check_known(section: str, arch: str) -> str:
     """The timm architecture of `arch` (a name, or name.pretrained_tag), or ValueError naming
     `section`.model with the closest names timm knows."""
-    import difflib
 
-    import timm
 
     base = arch.split(".")[0]
     if not timm.is_model(base):
@@ -104,9 +109,6 @@ def check_buildable(section: str, arch: str, build=None, **kwargs) -> dict[str, 
     with `kwargs`; returns its shape (`memory.vit_shape`: parameters, width, depth, heads, patch).
     `build(arch, **kwargs)` defaults to `timm.create_model(arch, pretrained=False, **kwargs)`; it
     runs on the meta device (no memory)."""
-    import timm
-    import torch
-
     base = check_known(section, arch)
     build = build or (lambda name, **kw: timm.create_model(name, pretrained=False, **kw))
     try:
@@ -115,7 +117,6 @@ def check_buildable(section: str, arch: str, build=None, **kwargs) -> dict[str, 
     except (TypeError, ValueError, AssertionError, RuntimeError) as err:
         shown = ", ".join(f"{k}={v}" for k, v in kwargs.items() if k in ("img_size", "patch_size"))
         raise ValueError(f"{section}.model: timm cannot build {arch!r} with {shown}: {err}") from None
-    from fdsl.platform.train.memory import vit_shape
 
     return vit_shape(model)
 
@@ -123,9 +124,6 @@ def check_buildable(section: str, arch: str, build=None, **kwargs) -> dict[str, 
 # --- fine-tuning's --weights ---------------------------------------------------------------------
 def _timm_local_file(name: str) -> str:
     """The local file of timm's pretrained weights `name` (HF hub cache or torch hub dir), or ValueError."""
-    import timm
-    from timm.models import get_pretrained_cfg
-
     arch = name.split(".")[0]
     if not timm.is_model(arch):
         raise ValueError(f"--weights: got 'timm:{name}', expected a timm model name "
@@ -140,8 +138,6 @@ def _timm_local_file(name: str) -> str:
         if Path(cfg.file).is_file():
             return str(cfg.file)
     if cfg.hf_hub_id:
-        from huggingface_hub import try_to_load_from_cache
-        from huggingface_hub.constants import HF_HUB_CACHE
 
         repo, _, revision = cfg.hf_hub_id.partition("@")
         names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
@@ -151,7 +147,6 @@ def _timm_local_file(name: str) -> str:
                 return found
         looked.append(f"{HF_HUB_CACHE} ({repo})")
     if cfg.url:
-        import torch.hub
 
         path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url.split("?")[0])
         looked.append(str(path))
@@ -162,29 +157,22 @@ def _timm_local_file(name: str) -> str:
                      "copy the file into that cache, or fine-tune a `fdsl pretrain` run or scratch")
 
 
-def resolve_weights(weights: str, cfg, pretrain_cfg) -> dict[str, Any]:
-    """Check `--weights` on the driver and describe it for the workers (plain dict).
-
-    Keys: kind (run | scratch | timm), architecture, img_size, patch_size, file, num_classes
-    (the weights' head, None for scratch and timm), source (what the user passed), mean / std (the
-    input normalisation the weights were trained with; None: the model's timm default).
-    """
+def resolve_weights(weights: str, cfg, pretrain_cfg) -> Weights:
+    """Check `--weights` on the driver and describe it for the workers (`plans.Weights`)."""
     if weights == "scratch":
         mean = getattr(pretrain_cfg, "norm_mean", None)  # as pre-training normalises, for a fair scratch arm
         std = getattr(pretrain_cfg, "norm_std", None)
-        return {"kind": "scratch", "source": weights, "file": None, "num_classes": None,
-                "architecture": cfg.model or pretrain_cfg.model,
-                "img_size": cfg.img_size or pretrain_cfg.img_size,
-                "patch_size": cfg.patch_size or pretrain_cfg.patch_size,
-                "mean": None if mean is None else [mean] * 3, "std": None if std is None else [std] * 3}
+        return Weights(kind="scratch", source=weights, architecture=cfg.model or pretrain_cfg.model,
+                       img_size=cfg.img_size or pretrain_cfg.img_size,
+                       patch_size=cfg.patch_size or pretrain_cfg.patch_size,
+                       mean=None if mean is None else [mean] * 3, std=None if std is None else [std] * 3)
     if weights.startswith("timm:"):
         name = weights[len("timm:"):]
         file = _timm_local_file(name)
-        from timm.models import get_pretrained_cfg
 
         size = cfg.img_size or get_pretrained_cfg(name).input_size[-1]
-        return {"kind": "timm", "source": weights, "file": file, "num_classes": None,
-                "architecture": name, "img_size": size, "patch_size": None, "mean": None, "std": None}
+        return Weights(kind="timm", source=weights, file=file, architecture=name, img_size=size,
+                       patch_size=None)
     path = Path(weights)
     file = path / WEIGHTS_FILE if path.is_dir() else path
     config_path = file.with_name(CONFIG_FILE)
@@ -202,13 +190,20 @@ def resolve_weights(weights: str, cfg, pretrain_cfg) -> dict[str, Any]:
         raise ValueError(f"finetune.img_size: got {cfg.img_size}, expected 0 (the weights' {size}) or a "
                          f"multiple of their patch size {patch}")
     # another img_size than the weights': timm resamples the position embedding when it loads them
-    return {"kind": "run", "source": weights, "file": str(file.absolute()), "num_classes": num_classes,
-            "architecture": arch, "img_size": cfg.img_size or size, "weights_img_size": size,
-            "patch_size": patch,
-            "mean": config.get("mean"), "std": config.get("std")}
+    return Weights(kind="run", source=weights, file=str(file.absolute()), num_classes=num_classes,
+                   architecture=arch, img_size=cfg.img_size or size, weights_img_size=size, patch_size=patch,
+                   mean=config.get("mean"), std=config.get("std"))
 
 
-def check_weights_fit(spec: dict[str, Any], num_classes: int) -> int:
+def check_model_of(spec: Weights, num_classes: int) -> dict[str, int]:
+    """The model timm builds for `spec` (ValueError if it cannot): its shape, for the memory check."""
+    kwargs = {"img_size": spec.img_size}
+    if spec.patch_size:
+        kwargs["patch_size"] = spec.patch_size
+    return check_buildable("finetune", spec.architecture, num_classes=num_classes, **kwargs)
+
+
+def check_weights_fit(spec: Weights, num_classes: int) -> int:
     """Every tensor of the model a run's weights build (the head aside, when it is replaced) must be
     in the file under its name and with its shape: ValueError naming the first that is missing or
     mismatched. Returns how many tensors the file provides. On the driver, on the meta device.
@@ -216,38 +211,32 @@ def check_weights_fit(spec: dict[str, Any], num_classes: int) -> int:
     timm's loader is not strict about a replaced head, and a file whose names match nothing (e.g.
     saved under a `backbone.` prefix) would otherwise fine-tune from scratch without a word.
     """
-    import timm
-    import torch
-    from safetensors import safe_open
-
-    kwargs = {"img_size": spec.get("weights_img_size") or spec["img_size"]}
-    if spec.get("patch_size"):
-        kwargs["patch_size"] = spec["patch_size"]
-    head_classes = spec["num_classes"]
+    kwargs = {"img_size": spec.weights_img_size or spec.img_size}
+    if spec.patch_size:
+        kwargs["patch_size"] = spec.patch_size
+    head_classes = spec.num_classes
     with torch.device("meta"):
-        model = timm.create_model(spec["architecture"], pretrained=False, num_classes=head_classes, **kwargs)
+        model = timm.create_model(spec.architecture, pretrained=False, num_classes=head_classes, **kwargs)
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if head_classes != num_classes:  # a new head: its tensors do not come from the file
         classifier = model.pretrained_cfg.get("classifier") or "head"
         names = classifier if isinstance(classifier, (list, tuple)) else [classifier]
         expected = {k: v for k, v in expected.items() if not any(k.startswith(n + ".") for n in names)}
-    with safe_open(spec["file"], framework="pt") as f:
+    with safe_open(spec.file, framework="pt") as f:
         have = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}  # noqa: SIM118 (not a dict)
     for name, shape in expected.items():
         if name not in have:
             close = sorted(have)[:3]
-            raise ValueError(f"--weights: {spec['file']} has no tensor {name!r} of {spec['architecture']} "
+            raise ValueError(f"--weights: {spec.file} has no tensor {name!r} of {spec.architecture} "
                              f"(it holds {len(have)} tensors, e.g. {close}); save the weights under the "
                              "model's own names, as `fdsl pretrain` does")
         if have[name] != shape:
-            raise ValueError(f"--weights: tensor {name!r} of {spec['file']} has shape {list(have[name])}, "
-                             f"{spec['architecture']} at img_size {kwargs['img_size']} needs {list(shape)}")
+            raise ValueError(f"--weights: tensor {name!r} of {spec.file} has shape {list(have[name])}, "
+                             f"{spec.architecture} at img_size {kwargs['img_size']} needs {list(shape)}")
     return len(expected)
 
 
 def _check_safetensors(file: Path) -> None:
-    from safetensors import safe_open
-
     try:
         with safe_open(str(file), framework="pt") as f:
             f.keys()
@@ -255,35 +244,33 @@ def _check_safetensors(file: Path) -> None:
         raise ValueError(f"{file}: not a readable safetensors file ({err})") from None
 
 
-def build_model(spec: dict[str, Any], num_classes: int, drop_path_rate: float = 0.0):
+def build_model(spec: Weights, num_classes: int, drop_path_rate: float = 0.0):
     """The model of a resolved weights spec with a `num_classes` head (new if the counts differ)."""
-    import timm
-
-    if spec["kind"] == "scratch":
-        return timm.create_model(spec["architecture"], pretrained=False, num_classes=num_classes,
-                                 img_size=spec["img_size"], patch_size=spec["patch_size"],
+    if spec.kind == "scratch":
+        return timm.create_model(spec.architecture, pretrained=False, num_classes=num_classes,
+                                 img_size=spec.img_size, patch_size=spec.patch_size,
                                  drop_path_rate=drop_path_rate)
-    if spec["kind"] == "timm":
-        return timm.create_model(spec["architecture"], pretrained=True,
-                                 pretrained_cfg_overlay=dict(file=spec["file"]), num_classes=num_classes,
-                                 img_size=spec["img_size"], drop_path_rate=drop_path_rate)
-    return load_pretrained(spec["file"], num_classes=num_classes, img_size=spec["img_size"],
+    if spec.kind == "timm":
+        return timm.create_model(spec.architecture, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=spec.file), num_classes=num_classes,
+                                 img_size=spec.img_size, drop_path_rate=drop_path_rate)
+    return load_pretrained(spec.file, num_classes=num_classes, img_size=spec.img_size,
                            drop_path_rate=drop_path_rate)
 
 
-def head_info(spec: dict[str, Any], num_classes: int) -> dict[str, Any]:
+def head_info(spec: Weights, num_classes: int) -> dict[str, Any]:
     """Whether fine-tuning starts with a new classifier head, and why."""
-    have = spec["num_classes"]
-    if spec["kind"] == "scratch":
+    have = spec.num_classes
+    if spec.kind == "scratch":
         reason = "scratch: every weight is new"
-    elif spec["kind"] == "timm":
+    elif spec.kind == "timm":
         reason = "timm weights: head replaced for the target classes"
     elif have == num_classes:
         reason = "class counts match: the pre-trained head is kept"
     else:
         reason = (f"the weights have a {have}-class head, the target has {num_classes} classes: "
                   "new head" if have else f"the weights have no head: new {num_classes}-class head")
-    new = spec["kind"] != "run" or have != num_classes
+    new = spec.kind != "run" or have != num_classes
     return {"weights_num_classes": have, "target_num_classes": num_classes, "new_head": new, "reason": reason}
 
 

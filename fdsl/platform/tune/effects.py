@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
+from fdsl.figures import plt, save_figure
 from fdsl.platform.tune.sweep_config import DESIGN_SEEDS, FINETUNE_SEED, PRETRAIN_SEED
 
 METHOD = (
@@ -181,13 +182,6 @@ def is_log_spaced(values: list[float]) -> bool:
 def trend_plots(effects: dict, swept: list[str], out: Path) -> dict[str, Path]:
     """One PNG per swept data (or pre-training) parameter: the effect (mean and 95 % interval)
     against it, one line per value of the other swept parameters (the target, ...), scratch at 0."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from fdsl.atomic import save_figure
-
     made = {}
     out.mkdir(parents=True, exist_ok=True)
     settings = {key: summarise(runs) for key, runs in effects.items()}

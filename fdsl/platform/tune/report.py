@@ -22,7 +22,13 @@ import json
 import os
 from pathlib import Path
 
-from fdsl.atomic import atomic_path, atomic_write_text, save_figure
+import numpy as np
+from matplotlib.ticker import MaxNLocator
+
+from fdsl.atomic import atomic_path, atomic_write_text
+from fdsl.figures import plt, save_figure
+from fdsl.platform.tune import effects
+from fdsl.platform.tune.effects import METHOD, is_log_spaced
 from fdsl.schema import load_json
 
 TRIALS = "trials"
@@ -90,8 +96,6 @@ def rank_settings(trials: list[dict], params: list[str], metric: str, mode: str)
     """Finished trials grouped by every swept parameter but the seeds, best mean first:
     [{"params", "n", "mean", "std", "values", "trials"}] (std with ddof=1; 0 for one seed).
     Empty when no seed is swept: each setting then ran once."""
-    import numpy as np
-
     seeds = [p for p in params if is_seed(p)]
     if not seeds:
         return []
@@ -147,15 +151,8 @@ def curve_label(trial: dict, params: list[str]) -> str:
 
 
 def _plots(out: Path, trials: list[dict], params: list[str], metric: str) -> dict[str, Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import MaxNLocator
-
     out.mkdir(parents=True, exist_ok=True)
     made: dict[str, Path] = {}
-    from fdsl.platform.tune.effects import is_log_spaced
 
     scored = [t for t in trials if isinstance(t.get("metrics", {}).get(metric), (int, float))]
     params = [p for p in params if not is_seed(p)]  # a seed repeats a setting: it is no parameter
@@ -214,8 +211,6 @@ def collect_scratch(sweep_dir: Path) -> list[dict]:
 
 def effect_section(root: Path, trials: list[dict], sweep: dict, params: list[str], metric: str) -> dict:
     """Effects over scratch, verdicts and trend plots of a sweep with a seed design (else {})."""
-    from fdsl.platform.tune import effects
-
     if not (sweep.get("pretrain_seeds") or sweep.get("finetune_seeds")):
         return {}
     scratch = collect_scratch(root)
@@ -299,7 +294,6 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
 
     md = [f"# {title}", "", summary, ""]
     if effect:
-        from fdsl.platform.tune.effects import METHOD
 
         base = "; ".join(f"{w}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in ms.items())
                          for w, ms in effect["baselines"].items())
@@ -339,7 +333,6 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
              "figcaption{font-size:12px;text-align:center}</style></head><body>",
              f"<h1>{esc(title)}</h1><p>{esc(summary.replace('`', ''))}</p>"]
     if effect:
-        from fdsl.platform.tune.effects import METHOD
 
         base = "; ".join(f"{w}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in ms.items())
                          for w, ms in effect["baselines"].items())

@@ -24,8 +24,6 @@ Sweep folder:
 from __future__ import annotations
 
 import contextlib
-import copy
-import fcntl
 import json
 import os
 import shutil
@@ -33,161 +31,60 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fdsl.atomic import atomic_write_text, check_writable
-from fdsl.platform.console import tune_output
-from fdsl.platform.tune.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
-from fdsl.platform.tune.sweep_config import WEIGHTS_AXIS, SweepConfig, trial_overrides
+import ray.tune
+from ray import tune
+from ray.tune.integration.ray_train import TuneReportCallback
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import BasicVariantGenerator
+from ray.tune.search.optuna import OptunaSearch
 
-DATASETS = "datasets"
-PRETRAINS = "pretrains"
-SCRATCH = "scratch"
+from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.config import apply_overrides
+from fdsl.experiment import Experiment
+from fdsl.generators import build_generator
+from fdsl.platform.connect import connect
+from fdsl.platform.console import tune_output
+from fdsl.platform.data.targets import load_target
+from fdsl.platform.train.finetune import finetune
+from fdsl.platform.train.run import read_finetune_metrics, read_metrics
+from fdsl.platform.train.weights import resolve_weights
+from fdsl.platform.tune.cache import (
+    CACHE_FILE,
+    count_generations,
+    count_pretrainings,
+    ensure_dataset,
+    ensure_pretrained,
+    run_scratch_arm,
+    write_record,
+)
+from fdsl.platform.tune.progress import SweepProgress, expected_trials
+from fdsl.platform.tune.report import SWEEP_FILE, TRIAL_FILE, TRIALS, write_report
+from fdsl.platform.tune.seal import SealCallback, check_seal
+from fdsl.platform.tune.sweep_config import (
+    PRETRAIN_SEED,
+    WEIGHTS_AXIS,
+    SweepConfig,
+    seeded_weights,
+    trial_overrides,
+)
+from fdsl.preview import render_grid, save_grid
+
 TUNE_NAME = "tune"
-GENERATIONS = "generations.jsonl"
-"""Journal of data sets this sweep generated (one line each): tests count cache hits with it."""
-PRETRAININGS = "pretrainings.jsonl"
-"""Journal of pre-training runs this sweep made (one line each): cache misses."""
-CACHE_FILE = "cache.json"
-"""Written last into a cached pre-training run: the sha256 of its weights (a torn run has none)."""
 COMPLETIONS = "completions.jsonl"
+"""Journal of trials that ran to completion (one line each): a resumed sweep must not add twins."""
 BASE_FILE = "base-experiment.json"
 """The experiment every trial starts from (the sweep's base preset with its fixed overrides)."""
-"""Journal of trials that ran to completion (one line each): a resumed sweep must not add twins."""
-
-
-# --- the data-set cache ---------------------------------------------------------------------------
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive file lock: trials that need the same data set wait for one generation."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def ensure_dataset(experiment, sweep_dir: Path) -> tuple[Path, bool]:
-    """(folder, cache_hit) of the experiment's data set under `sweep_dir/datasets`.
-
-    Keyed by the fingerprint of what determines the bytes (generator, version, config, layout);
-    a hit is verified against its manifest (sizes and sha256 of every shard) and re-rendered where
-    it does not match.
-    """
-    from fdsl.platform.data.manifest import fingerprint, identity, verify_dataset
-    from fdsl.platform.data.synthesis import generate
-
-    key = fingerprint(identity(experiment))
-    folder = sweep_dir / DATASETS / key
-    with _locked(sweep_dir / DATASETS / f".{key}.lock"):
-        if (folder / "manifest.json").is_file() and verify_dataset(folder).ok:
-            return folder, True
-        generate(experiment, folder, log=lambda *_: None)
-        with open(sweep_dir / GENERATIONS, "a") as journal:
-            journal.write(json.dumps({"fingerprint": key, "time": time.time()}) + "\n")
-    return folder, False
-
-
-def count_generations(sweep_dir: str | os.PathLike) -> int:
-    """How many data sets the sweep has generated (cache misses)."""
-    path = Path(sweep_dir) / GENERATIONS
-    return len(path.read_text().splitlines()) if path.is_file() else 0
-
-
-def count_pretrainings(sweep_dir: str | os.PathLike) -> int:
-    """How many pre-training runs the sweep has made (cache misses)."""
-    path = Path(sweep_dir) / PRETRAININGS
-    return len(path.read_text().splitlines()) if path.is_file() else 0
-
-
-def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path, bool]:
-    """(run folder, cache_hit) of the pre-training of `experiment` on the data set `data_dir`.
-
-    Keyed like the data sets: the hash of the data set's fingerprint, the pretrain section (its seed
-    included) and the fdsl version. A hit is verified (cache.json's sha256 of the weights); a run
-    that is torn or damaged is redone. Trials that need the same run wait on its lock.
-    """
-    from fdsl import __version__
-    from fdsl.platform.data.manifest import fingerprint
-    from fdsl.platform.data.shards import file_sha256
-    from fdsl.platform.train.pretrain import pretrain
-
-    key = fingerprint({"dataset": data_dir.name, "pretrain": experiment.pretrain.to_dict(),
-                       "fdsl": __version__})
-    folder = sweep_dir / PRETRAINS / key
-    with _locked(sweep_dir / PRETRAINS / f".{key}.lock"):
-        done = folder / CACHE_FILE
-        with contextlib.suppress(OSError, ValueError, KeyError):
-            if json.loads(done.read_text())["model_sha256"] == file_sha256(folder / "model.safetensors"):
-                return folder, True
-        shutil.rmtree(folder, ignore_errors=True)
-        result = pretrain(experiment, str(data_dir), folder)
-        atomic_write_text(done, json.dumps({"model_sha256": file_sha256(folder / "model.safetensors"),
-                                            "dataset": data_dir.name, "loss": result["loss"],
-                                            "steps": result["steps"], "fdsl": __version__}) + "\n")
-        with open(sweep_dir / PRETRAININGS, "a") as journal:
-            journal.write(json.dumps({"fingerprint": key, "time": time.time()}) + "\n")
-    return folder, False
-
-
-def scratch_experiment(base, params: dict[str, Any]):
-    """The experiment of the scratch run that pairs with a trial: the base with its finetune.* values."""
-    from fdsl.config import apply_overrides
-
-    return apply_overrides(copy.deepcopy(base), trial_overrides(
-        {k: v for k, v in params.items() if k.startswith("finetune.")}))
-
-
-def run_scratch_arm(sweep: SweepConfig, base, sweep_dir: Path) -> list[dict]:
-    """The seed design's scratch arm: one fine-tuning from scratch per fine-tuning seed and setting
-    (every combination of the space's finetune.* values), each run once and kept in scratch/."""
-    import itertools
-
-    from fdsl.platform.data.manifest import fingerprint
-    from fdsl.platform.train.finetune import finetune
-
-    space = sweep.design_space()
-    axes = [p for p in space if p.startswith("finetune.")]
-    grids = [next(iter(space[p].values())) for p in axes]
-    records = []
-    for values in itertools.product(*grids):
-        params = dict(zip(axes, values, strict=True))
-        experiment = scratch_experiment(base, params)
-        key = fingerprint({"finetune": experiment.finetune.to_dict(),
-                           "pretrain": experiment.pretrain.to_dict()})
-        folder = sweep_dir / SCRATCH / key
-        record_path = folder / TRIAL_FILE
-        if record_path.is_file():
-            records.append(json.loads(record_path.read_text()))
-            continue
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        fine = finetune(experiment, "scratch", experiment.finetune.dataset, folder / "finetune")
-        record = {"trial": f"scratch-{key[:8]}", "status": "done", "params": params, "weights": "scratch",
-                  "metrics": {k: v for k, v in fine.items() if isinstance(v, (int, float))}}
-        _write_record(folder, record)
-        records.append(record)
-    return records
 
 
 # --- one trial --------------------------------------------------------------------------------------
 def _preview(experiment, path: Path) -> None:
-    from fdsl.generators import build_generator
-    from fdsl.preview import render_grid, save_grid
-
     gen = build_generator(experiment.generator, experiment.data)
     classes, instances, images = render_grid(gen, 4, 4)
     title = f"{experiment.generator} {gen.num_classes}x{gen.num_instances}"
     save_grid(path, classes, instances, images, title)
 
 
-def _write_record(trial_dir: Path, record: dict) -> None:
-    atomic_write_text(trial_dir / TRIAL_FILE, json.dumps(record, indent=1) + "\n")
-
-
 def _curves(pretrain_dir: Path | None, finetune_metrics: dict | None) -> dict[str, list]:
-    from fdsl.platform.train.run import read_metrics
-
     curves = {}
     if pretrain_dir is not None:  # a fine-tuning sweep pre-trains nothing: no empty panel
         curves["pretrain_loss"] = [[r["step"], r["loss"]] for r in read_metrics(pretrain_dir) if "loss" in r]
@@ -199,12 +96,7 @@ def _curves(pretrain_dir: Path | None, finetune_metrics: dict | None) -> dict[st
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune trainable: data set (cached) -> pre-train -> fine-tune; reports per fine-tune epoch."""
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
 
-    from fdsl.config import apply_overrides
-    from fdsl.experiment import Experiment
-    from fdsl.platform.train.finetune import finetune, read_finetune_metrics
 
     sweep_dir = Path(config["sweep_dir"])
     params = config["params"]
@@ -226,7 +118,7 @@ def run_trial(config: dict[str, Any]) -> None:
     experiment = apply_overrides(base, trial_overrides(params, designed=bool(config.get("designed"))))
     record = {"trial": name, "status": "running", "params": params, "metrics": {}, "curves": {},
               "attempts": attempts}
-    weights = params.get(WEIGHTS_AXIS) or config.get("weights") or ""
+    weights = seeded_weights(params.get(WEIGHTS_AXIS) or config.get("weights") or "", params)
     if weights:  # a fine-tuning sweep: these weights (the sweep's, or the trial's on a weights axis)
         record["weights"] = weights
     else:
@@ -234,13 +126,13 @@ def run_trial(config: dict[str, Any]) -> None:
         record["preview"] = "preview.png"
         data_dir, hit = ensure_dataset(experiment, sweep_dir)
         record["dataset"] = {"fingerprint": data_dir.name, "dir": str(data_dir), "cache_hit": hit}
-        _write_record(trial_dir, record)
+        write_record(trial_dir, record)
         run_dir, hit = ensure_pretrained(experiment, data_dir, sweep_dir)
         record["pretrain"] = {"fingerprint": run_dir.name, "dir": str(run_dir), "cache_hit": hit}
         record["metrics"]["pretrain_loss"] = json.loads((run_dir / CACHE_FILE).read_text())["loss"]
         record["curves"] = _curves(run_dir, None)
         weights = str(run_dir / "model.safetensors")
-    _write_record(trial_dir, record)
+    write_record(trial_dir, record)
 
     fine = finetune(experiment, weights, experiment.finetune.dataset, trial_dir / "finetune",
                     callbacks=[TuneReportCallback()])
@@ -248,15 +140,13 @@ def run_trial(config: dict[str, Any]) -> None:
     pretrain_dir = Path(record["pretrain"]["dir"]) if "pretrain" in record else None
     record["curves"] = _curves(pretrain_dir, read_finetune_metrics(trial_dir / "finetune"))
     record["status"] = "done"
-    _write_record(trial_dir, record)
+    write_record(trial_dir, record)
     with open(sweep_dir / COMPLETIONS, "a") as journal:
         journal.write(json.dumps({"trial": name, "params": params, "time": time.time()}) + "\n")
 
 
 # --- the sweep -------------------------------------------------------------------------------------
 def _tune_space(sweep: SweepConfig) -> dict[str, Any]:
-    from ray import tune
-
     makers = {"grid": tune.grid_search, "choice": tune.choice,
               "uniform": lambda v: tune.uniform(*v), "loguniform": lambda v: tune.loguniform(*v),
               "randint": lambda v: tune.randint(*v)}
@@ -267,12 +157,6 @@ def _tune_space(sweep: SweepConfig) -> dict[str, Any]:
 
 
 def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
-    from ray import tune
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-    from ray.tune.search import BasicVariantGenerator
-
-    from fdsl.platform.tune.progress import SweepProgress, expected_trials
-    from fdsl.platform.tune.seal import SealCallback
 
     # max_t beyond the number of reports: a trial must end on its own, never be cut at its last
     # report while its trainer still holds CPUs (see RAY_NOTES on 2-CPU machines)
@@ -280,7 +164,6 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
                                grace_period=sweep.grace_period, reduction_factor=2)
                  if sweep.scheduler == "asha" else FIFOScheduler())
     if sweep.search == "optuna":
-        from ray.tune.search.optuna import OptunaSearch
 
         search, limit = OptunaSearch(seed=sweep.seed), sweep.max_concurrent_trials  # Tune wraps it
     elif sweep.search == "random":
@@ -321,7 +204,6 @@ def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base)
     elif resume:
         raise FileNotFoundError(f"{saved} not found: nothing to resume in {sweep_dir}")
     if resume:  # before Ray starts and before we write: Tune unpickles these files, only ours may be there
-        from fdsl.platform.tune.seal import check_seal
 
         check_seal(sweep_dir / TUNE_NAME)
     sweep_dir.mkdir(parents=True, exist_ok=True)
@@ -344,7 +226,7 @@ def _finalise_records(sweep_dir: Path, results) -> None:
         for key in ("finetune_top1", "finetune_top5", "finetune_loss", "epoch"):
             if isinstance(metrics.get(key), (int, float)):
                 record["metrics"][key] = metrics[key]
-        _write_record(path.parent, record)
+        write_record(path.parent, record)
 
 
 def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, resume: bool = False,
@@ -353,28 +235,29 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
 
     `base` is the experiment every trial starts from (`fdsl.sweeps.check_sweep(sweep)` gives it).
     """
-    from ray import tune
 
-    from fdsl.platform.connect import connect
 
     sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
     sweep.check_space(base)
     if sweep.finetunes_only:  # trials run in their own folders: run folders named absolutely, checked now
-        from fdsl.platform.train.weights import resolve_weights
 
         def absolute(w: str) -> str:
             return w if w == "scratch" or w.startswith("timm:") else str(Path(w).resolve())
 
         if sweep.weights:
             sweep.weights = absolute(sweep.weights)
-            resolve_weights(sweep.weights, base.finetune, base.pretrain)
         else:  # a weights axis
             kind, values = next(iter(sweep.space[WEIGHTS_AXIS].items()))
             sweep.space[WEIGHTS_AXIS] = {kind: [absolute(w) for w in values]}
-            for w in sweep.space[WEIGHTS_AXIS][kind]:
-                resolve_weights(w, base.finetune, base.pretrain)
+            for claim in sweep.hypotheses:  # they name the axis' values as the space did
+                for side in ("better", "worse"):
+                    if WEIGHTS_AXIS in (claim.get(side) or {}):
+                        claim[side] = {**claim[side], WEIGHTS_AXIS: absolute(claim[side][WEIGHTS_AXIS])}
+        seeds = next(iter(sweep.design_space().get(PRETRAIN_SEED, {"grid": [0]}).values()))
+        for w in sweep.weight_sources():  # every run each {seed} names
+            for seed in seeds:
+                resolve_weights(seeded_weights(w, {PRETRAIN_SEED: seed}), base.finetune, base.pretrain)
     if sweep.designed:  # every target a trial fine-tunes on must load before anything runs
-        from fdsl.platform.data.targets import load_target
 
         spec = sweep.design_space().get("finetune.dataset", {"grid": [base.finetune.dataset]})
         for target in next(iter(spec.values())):

@@ -27,6 +27,9 @@ PRETRAIN_SEED, FINETUNE_SEED = "pretrain.seed", "finetune.seed"
 WEIGHTS_AXIS = "weights"
 """A space key that is no experiment field: the weights a fine-tuning sweep's trials fine-tune (one
 axis of weight sources: run folders, an SSL run, `scratch`, `timm:<name>`)."""
+SEED_FIELD = "{seed}"
+"""In a fine-tuning sweep's weights, stands for the pre-training seed: `runs/dino-s{seed}` with
+pretrain_seeds=3 names three runs of one weight source, and its effect's interval is over them."""
 DESIGN_SEEDS = (PRETRAIN_SEED, "data.seed", FINETUNE_SEED)
 """Seeds a seed design sets (data.seed follows pretrain.seed: a pre-training run is a data draw too)."""
 TRIAL_METRICS = ("finetune_top1", "finetune_top5", "finetune_loss", "train_loss")
@@ -106,9 +109,12 @@ class SweepConfig(Config):
             if self.search != "grid":
                 raise ValueError(f"search: got {self.search!r} with a seed design, expected 'grid' (every "
                                  "setting runs with every seed)")
-            if self.finetunes_only and self.pretrain_seeds:
-                raise ValueError(f"pretrain_seeds: got {self.pretrain_seeds} with weights={self.weights!r}, "
-                                 "expected 0: a fine-tuning sweep pre-trains nothing")
+            untemplated = [w for w in self.weight_sources() if SEED_FIELD not in w]
+            if self.finetunes_only and self.pretrain_seeds and untemplated:
+                raise ValueError(f"pretrain_seeds: got {self.pretrain_seeds} with weights "
+                                 f"{untemplated[0]!r}, expected 0 (a fine-tuning sweep pre-trains nothing), "
+                                 f"or weights that name each pre-training seed's run with {SEED_FIELD} "
+                                 f"(e.g. runs/dino-s{SEED_FIELD})")
         for i, claim in enumerate(self.hypotheses):
             self._check_hypothesis(i, claim)
 
@@ -116,6 +122,13 @@ class SweepConfig(Config):
     def finetunes_only(self) -> bool:
         """Whether trials only fine-tune (fixed `weights`, or a `weights` axis in the space)."""
         return bool(self.weights) or WEIGHTS_AXIS in self.space
+
+    def weight_sources(self) -> list[str]:
+        """The weights a fine-tuning sweep's trials fine-tune: `weights`, or the values of its axis."""
+        if self.weights:
+            return [self.weights]
+        spec = self.space.get(WEIGHTS_AXIS)
+        return list(next(iter(spec.values()))) if isinstance(spec, dict) and spec else []
 
     @property
     def designed(self) -> bool:
@@ -125,7 +138,7 @@ class SweepConfig(Config):
     def design_space(self) -> dict[str, dict[str, list]]:
         """The space with the design's seed axes added (what Tune searches)."""
         space = dict(self.space)
-        if self.pretrain_seeds and not self.finetunes_only:
+        if self.pretrain_seeds:  # a fine-tuning sweep's: which run each {seed} weights names
             space[PRETRAIN_SEED] = {"grid": list(range(self.pretrain_seeds))}
         if self.finetune_seeds:
             space[FINETUNE_SEED] = {"grid": list(range(self.finetune_seeds))}
@@ -233,6 +246,11 @@ def grid_size(sweep: SweepConfig) -> int:
         if kind == "grid":
             size *= len(values)
     return size
+
+
+def seeded_weights(weights: str, params: dict[str, Any]) -> str:
+    """`weights` with {seed} replaced by the trial's pre-training seed (unchanged without one)."""
+    return weights.replace(SEED_FIELD, str(params[PRETRAIN_SEED])) if SEED_FIELD in weights else weights
 
 
 def trial_overrides(params: dict[str, Any], designed: bool = False) -> list[str]:

@@ -256,7 +256,6 @@ class Registry:
         PRESETS.get("debug-vit")   # the function; an unknown name is a ValueError listing the names
     """
 
-
     def __init__(self, kind: str, hint: str = ""):
         self.kind = kind
         """What the names name: the field a message names ("preset", "sweep", "dataset", ...)."""

@@ -60,8 +60,6 @@ def claim_folder(out: Path) -> Path:
 
 def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -> dict:
     """Run every step into `out`; writes and returns `summary.json`'s content, prints the table."""
-
-
     out = claim_folder(out)
     started_here = connect(None, num_cpus)  # one local Ray for every step
     every_s, console.EVERY_S = console.EVERY_S, max(console.EVERY_S, 30.0)  # 8 steps: fewer lines each
@@ -153,8 +151,6 @@ def save_comparison(summary: dict, path: Path) -> Path:
 def write_index(out: Path, summary: dict) -> Path:
     """index.html: one page linking what the quickstart made (relative paths: the folder moves as a
     whole); each figure that exists is shown, the sweep report and summary are linked."""
-
-
     def figure(rel: str, caption: str) -> str:
         if not (out / rel).is_file():
             return ""

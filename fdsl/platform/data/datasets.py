@@ -76,8 +76,6 @@ def _read_parquet(paths: list[str]):
     reader is used for this dataset (the DataContext is copied into the dataset at creation); with
     aiohttp installed nothing changes.
     """
-
-
     ctx = ray.data.DataContext.get_current()
     use_v2 = ctx.use_datasource_v2
     if use_v2 and importlib.util.find_spec("aiohttp") is None:

@@ -171,8 +171,6 @@ def write_shard(out_dir: str | os.PathLike, shard: int, *, generator: tuple[str,
     at one batch), to a hidden temporary file that is fsynced and renamed into place. On any error
     the temporary file is removed: a final name only ever holds a complete shard.
     """
-
-
     syn = SynthesisConfig.from_dict(synthesis)
     data = _generator(*generator).config
     plan = ShardPlan(data.num_classes, data.num_instances, syn.shard_rows)

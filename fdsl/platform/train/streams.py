@@ -101,8 +101,6 @@ def resize_batch(batch: dict[str, np.ndarray], *, source: list, img_size: int) -
 
     `source` holds (images, labels) of the val split; each image is resized (bicubic) to S x S.
     """
-
-
     images, labels = get_source(source)
     idx = np.asarray(batch["id"], dtype=np.int64)
     out = np.empty((len(idx), 3, img_size, img_size), dtype=np.uint8)
@@ -148,8 +146,6 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
     anew every pass: the shuffle and each batch's augmentation are seeded from (seed, pass), so
     every pass differs and the same config gives the same passes.
     """
-
-
     augment = dict(img_size=cfg.img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
                    hflip=cfg.hflip, vflip=cfg.vflip, crop=cfg.crop, crop_padding=cfg.crop_padding,
                    autoaugment=cfg.autoaugment, repeats=cfg.repeated_aug)

@@ -7,7 +7,9 @@ it" check, on the meta device before any worker starts. `resolve_weights` turns 
 `--weights` (a run, `scratch`, `timm:<name>`) into a plain description the workers rebuild from.
 
 config.json: architecture, img_size, patch_size, num_classes (0: no head), in_chans, mean, std,
-interpolation, plus what made the weights (the trainer's section, step, source).
+interpolation, plus what made the weights (the trainer's section, step, source), and timm's Hub
+keys (`model_args`, `pretrained_cfg`): `timm.create_model("local-dir:RUN", pretrained=True)` loads
+a run folder as it is.
 """
 
 from __future__ import annotations
@@ -68,7 +70,23 @@ def export_weights(module, out: str | os.PathLike, config: dict[str, Any], rank:
         save_file(state, str(tmp), metadata={"format": "pt"})
     meta = {"in_chans": 3, "interpolation": "bicubic", **config}
     meta["mean"], meta["std"] = list(meta["mean"]), list(meta["std"])
+    meta.update(hub_config(meta))
     atomic_write_text(out / CONFIG_FILE, json.dumps(meta, indent=2) + "\n")
+
+
+def hub_config(meta: dict[str, Any]) -> dict[str, Any]:
+    """The keys of timm's Hugging Face Hub `config.json` for fdsl's weights config `meta`, so that
+    `timm.create_model("local-dir:RUN", pretrained=True)` (and `hf-hub:` after an upload) builds
+    the model and loads the weights: `model_args` rebuild the architecture at the weights' input
+    and patch size, `pretrained_cfg` carries the normalisation and input size. fdsl's own keys stay
+    beside them (`load_pretrained` reads those, in every run folder old or new)."""
+    size = int(meta["img_size"])
+    args = {"img_size": size, **({"patch_size": int(meta["patch_size"])} if meta.get("patch_size") else {})}
+    return {"architecture": meta["architecture"], "num_classes": int(meta["num_classes"]), "model_args": args,
+            "pretrained_cfg": {"input_size": [int(meta.get("in_chans", 3)), size, size],
+                               "mean": list(meta["mean"]), "std": list(meta["std"]),
+                               "interpolation": meta.get("interpolation", "bicubic"), "crop_pct": 1.0,
+                               "num_classes": int(meta["num_classes"]), "fixed_input_size": True}}
 
 
 def load_pretrained(run_or_file: str | os.PathLike, num_classes: int | None = None, **kwargs):
@@ -94,8 +112,6 @@ def load_pretrained(run_or_file: str | os.PathLike, num_classes: int | None = No
 def check_known(section: str, arch: str) -> str:
     """The timm architecture of `arch` (a name, or name.pretrained_tag), or ValueError naming
     `section`.model with the closest names timm knows."""
-
-
     base = arch.split(".")[0]
     if not timm.is_model(base):
         close = difflib.get_close_matches(base, timm.list_models(), n=3) or ["vit_tiny_patch16_224"]

@@ -96,8 +96,6 @@ def _curves(pretrain_dir: Path | None, finetune_metrics: dict | None) -> dict[st
 
 def run_trial(config: dict[str, Any]) -> None:
     """Tune trainable: data set (cached) -> pre-train -> fine-tune; reports per fine-tune epoch."""
-
-
     sweep_dir = Path(config["sweep_dir"])
     params = config["params"]
     name = ray.tune.get_context().get_trial_name()
@@ -235,8 +233,6 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
 
     `base` is the experiment every trial starts from (`fdsl.sweeps.check_sweep(sweep)` gives it).
     """
-
-
     sweep.validate()  # every parameter against the base experiment: nothing starts on a bad space
     sweep.check_space(base)
     if sweep.finetunes_only:  # trials run in their own folders: run folders named absolutely, checked now

@@ -256,6 +256,15 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from fdsl.export import export_run
+
+    out = export_run(args.run, args.out, args.results)
+    print(f"export: {out}/ (model.safetensors, config.json, README.md); timm loads it with "
+          f"timm.create_model('local-dir:{out}', pretrained=True)")
+    return 0
+
+
 def cmd_quickstart(args) -> int:
     from fdsl.quickstart import run_quickstart
 
@@ -316,6 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(p)
     p.set_defaults(func=cmd_report)
 
+    p = sub.add_parser("export", help="a run's weights as a Hugging Face Hub folder with its model card")
+    p.add_argument("run", help="a finished `fdsl pretrain`, `ssl` or `finetune` run folder")
+    p.add_argument("--out", required=True, help="the folder to write (new or empty)")
+    p.add_argument("--results", nargs="*", default=[], metavar="FINETUNE_RUN",
+                   help="fine-tuning runs of these weights whose top-1 and seeds go into the model card")
+    p.set_defaults(func=cmd_export)
     p = sub.add_parser("quickstart",
                        help="a small replication on a local Ray: laptop FDSL vs scratch, 2 seeds, a sweep")
     p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")

@@ -216,7 +216,6 @@ def _describe(name: str, value) -> str:
                 f"raw-pixel logreg {base.get('logreg_top1', float('nan')):.3f}, "
                 f"1-NN {base.get('knn1_top1', float('nan')):.3f}")
     if name == "sweep":
-
         return f"{value['trials']} trials, {describe_best(value)}"
     return ""
 

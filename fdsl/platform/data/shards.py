@@ -110,7 +110,6 @@ def encode_images(images: np.ndarray, encoding: str, level: int) -> list[bytes]:
     if encoding == "raw":  # compressed by the Parquet column (zstd), not per image
         return [np.ascontiguousarray(img).tobytes() for img in images]
     if encoding == "png":
-
         out = []
         for img in images:
             buf = io.BytesIO()
@@ -127,7 +126,6 @@ def decode_images(blobs, encoding: str, image_shape) -> np.ndarray:
         flat = np.frombuffer(b"".join(bytes(b) for b in blobs), dtype=np.uint8)
         return flat.reshape((len(blobs), *shape))
     if encoding == "png":
-
         out = np.empty((len(blobs), *shape), dtype=np.uint8)
         for k, blob in enumerate(blobs):
             out[k] = np.asarray(Image.open(io.BytesIO(bytes(blob))))

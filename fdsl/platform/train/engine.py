@@ -30,7 +30,6 @@ class TorchEngine:
 
     def __init__(self, model, optimizer, *, world: int, grad_accum_steps: int = 1, clip_grad: float = 0.0,
                  bf16: bool = False, device=None):
-
         self.module, self.optimizer = model, optimizer
         self.net = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
         self.accum, self.clip, self.micro = grad_accum_steps, clip_grad, 0

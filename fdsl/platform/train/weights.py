@@ -154,7 +154,6 @@ def _timm_local_file(name: str) -> str:
         if Path(cfg.file).is_file():
             return str(cfg.file)
     if cfg.hf_hub_id:
-
         repo, _, revision = cfg.hf_hub_id.partition("@")
         names = [cfg.hf_hub_filename] if cfg.hf_hub_filename else ["model.safetensors", "pytorch_model.bin"]
         for filename in names:
@@ -163,7 +162,6 @@ def _timm_local_file(name: str) -> str:
                 return found
         looked.append(f"{HF_HUB_CACHE} ({repo})")
     if cfg.url:
-
         path = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(cfg.url.split("?")[0])
         looked.append(str(path))
         if path.is_file():

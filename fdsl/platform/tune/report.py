@@ -294,7 +294,6 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
 
     md = [f"# {title}", "", summary, ""]
     if effect:
-
         base = "; ".join(f"{w}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in ms.items())
                          for w, ms in effect["baselines"].items())
         md += ["## Effect over scratch", "", f"Paired by fine-tuning seed; method: {METHOD}.",
@@ -333,7 +332,6 @@ def write_report(sweep_dir: str | os.PathLike) -> dict[str, Path]:
              "figcaption{font-size:12px;text-align:center}</style></head><body>",
              f"<h1>{esc(title)}</h1><p>{esc(summary.replace('`', ''))}</p>"]
     if effect:
-
         base = "; ".join(f"{w}: " + ", ".join(f"{k} {100 * v:.1f} %" for k, v in ms.items())
                          for w, ms in effect["baselines"].items())
         parts.append(f"<h2>Effect over scratch</h2><p>Paired by fine-tuning seed; method: {esc(METHOD)}."

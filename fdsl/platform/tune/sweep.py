@@ -155,14 +155,12 @@ def _tune_space(sweep: SweepConfig) -> dict[str, Any]:
 
 
 def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
-
     # max_t beyond the number of reports: a trial must end on its own, never be cut at its last
     # report while its trainer still holds CPUs (see RAY_NOTES on 2-CPU machines)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=int(epochs) + 1,
                                grace_period=sweep.grace_period, reduction_factor=2)
                  if sweep.scheduler == "asha" else FIFOScheduler())
     if sweep.search == "optuna":
-
         search, limit = OptunaSearch(seed=sweep.seed), sweep.max_concurrent_trials  # Tune wraps it
     elif sweep.search == "random":
         # a generator instance ignores TuneConfig.max_concurrent_trials: it takes its own limit,

@@ -147,12 +147,15 @@ TRAINERS = ("fdsl.platform.train.pretrain", "fdsl.platform.train.finetune", "fds
 LAZY_IMPORTS = {
     # the CLI imports each subcommand's modules when it runs: `fdsl --help` stays fast
     "fdsl.cli": "*",
+    # `import fdsl` stays light: the Python API (Ray, torch) loads with its first use
+    "fdsl": {"fdsl.api"},
     # on every command's path (the CLI's console): tqdm only when a terminal shows a bar
     "fdsl.platform.console": {"tqdm", "ray.data"},
     # the config layer stays free of Ray: a ScalingConfig only when a trainer asks for one
     "fdsl.platform.train.sections": {"ray.train"},
     # DeepSpeed (seconds to import, and a warning) only for a run that uses it
     "fdsl.platform.train.engine": {"deepspeed"},
+    "fdsl.platform.train.pretrain": {"deepspeed"},
     "fdsl.platform.train.weights": {"deepspeed.utils"},
     # Ray internals that move between releases: imported where used, with a fallback
     "fdsl.platform.connect": {"ray._private.utils",

@@ -33,7 +33,6 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import deepspeed
 import numpy as np
 import ray.train
 import timm
@@ -106,6 +105,7 @@ def train_func(config: dict[str, Any]) -> None:
     cfg, num_classes, num_images, run_dir = plan.cfg, plan.num_classes, plan.num_images, plan.run_dir
     rank, world, device = start_worker(cfg)  # the same initial model on every rank
     if cfg.use_deepspeed:  # before the model: ZeRO-3 partitions it as it is built
+        import deepspeed
 
         deepspeed.init_distributed(dist_backend="nccl" if cfg.use_gpu else "gloo")
     model = create_model(cfg, num_classes)

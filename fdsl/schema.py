@@ -10,6 +10,7 @@ an AttributeError on a crafted or damaged file. No Ray, torch or numpy.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -54,3 +55,26 @@ def load_json(path: str | os.PathLike, schema: dict[str, Any], fix: str = "") ->
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err}){hint}") from None
     return check_fields(str(path), data, schema, fix)
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The JSON objects of an append-only log (metrics.jsonl, events.jsonl, a sweep's journals), one
+    per line. A line that is not a JSON object (a write torn by a crash, a full disk or a kill) is
+    skipped with a warning naming the file and line: a torn log never fails a run or a resume."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            logging.getLogger("fdsl").warning("%s: line %d is not a JSON object (a torn write?); skipped",
+                                              path, number)
+    return rows

@@ -285,7 +285,11 @@ def follow_metrics(path: Path, progress: Progress, describe: Callable[[dict], tu
                 chunk = ""
             lines = (pending + chunk).split("\n")
             pending = lines.pop()
-            rows = [json.loads(line) for line in lines if line.strip()]
+            rows = []
+            for line in lines:
+                with contextlib.suppress(json.JSONDecodeError):  # a torn line: the next row will do
+                    rows.append(json.loads(line))
+            rows = [r for r in rows if isinstance(r, dict)]
             if rows:
                 progress.update(*describe(rows[-1]))
             if stopping:

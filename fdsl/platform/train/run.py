@@ -46,6 +46,7 @@ from fdsl.platform.train.memory import check_fits, estimate_bytes
 from fdsl.platform.train.plans import PLAN, Memory
 from fdsl.platform.train.sections import WorkersSection
 from fdsl.platform.train.weights import WEIGHTS_FILE
+from fdsl.schema import read_jsonl
 
 REPORT_TO_TUNE = "report_to_tune"
 """Set by `fit` in a local-mode run's loop config: whether the loop reports to Tune itself."""
@@ -258,10 +259,10 @@ class MetricsLog:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / METRICS_LOG
-        if path.exists():
-            kept = [line for line in path.read_text().splitlines()
-                    if line.strip() and json.loads(line)["step"] <= from_step]
-            path.write_text("".join(line + "\n" for line in kept))
+        if path.exists():  # a torn last line (the crash that restarts us) is dropped with a warning
+            kept = [row for row in read_jsonl(path)
+                    if isinstance(row.get("step"), int) and row["step"] <= from_step]
+            atomic_write_text(path, "".join(json.dumps(row) + "\n" for row in kept))
 
     def metrics(self, row: dict) -> None:
         if self.dir is not None:
@@ -280,11 +281,8 @@ def step_text(row: dict) -> tuple[int, str]:
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    """The rows of a run's metrics.jsonl (any trainer)."""
-    path = Path(run_dir) / METRICS_LOG
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    """The rows of a run's metrics.jsonl (any trainer); a torn line is skipped with a warning."""
+    return read_jsonl(Path(run_dir) / METRICS_LOG)
 
 
 def eval_text(row: dict) -> tuple[int, str]:

@@ -32,6 +32,7 @@ from fdsl.platform.train.finetune import finetune
 from fdsl.platform.train.pretrain import pretrain
 from fdsl.platform.tune.report import TRIAL_FILE
 from fdsl.platform.tune.sweep_config import SweepConfig, trial_overrides
+from fdsl.schema import read_jsonl
 
 DATASETS = "datasets"
 PRETRAINS = "pretrains"
@@ -77,13 +78,13 @@ def ensure_dataset(experiment, sweep_dir: Path) -> tuple[Path, bool]:
 def count_generations(sweep_dir: str | os.PathLike) -> int:
     """How many data sets the sweep has generated (cache misses)."""
     path = Path(sweep_dir) / GENERATIONS
-    return len(path.read_text().splitlines()) if path.is_file() else 0
+    return len(read_jsonl(path))
 
 
 def count_pretrainings(sweep_dir: str | os.PathLike) -> int:
     """How many pre-training runs the sweep has made (cache misses)."""
     path = Path(sweep_dir) / PRETRAININGS
-    return len(path.read_text().splitlines()) if path.is_file() else 0
+    return len(read_jsonl(path))
 
 
 def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path, bool]:

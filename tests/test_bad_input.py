@@ -241,6 +241,17 @@ def test_damaged_sweep_seal_on_resume_is_one_line(case, tmp_path, capsys):
     CASES["sweep --resume (tune-seal.json)"] += 1
 
 
+@pytest.mark.parametrize("case", ["not json", "a list", "binary"])
+def test_damaged_sweep_json_on_resume_is_one_line(case, tmp_path, capsys):
+    out = tmp_path / "s"
+    out.mkdir()
+    (out / "sweep.json").write_bytes({"not json": b"{", "a list": b"[1]", "binary": bytes(range(256))}[case])
+    code, err = run_cli(capsys, ["sweep", "debug-variety", "--out", str(out), "--resume"])
+    assert_one_line(code, err)
+    assert "sweep.json" in err and sorted(p.name for p in out.iterdir()) == ["sweep.json"]
+    CASES["sweep --resume (sweep.json)"] += 1
+
+
 def test_zz_report_case_counts():
     """How many cases each command got (printed with -s; the closing note quotes them)."""
     print("\nbad-input cases per command:", dict(sorted(CASES.items())))

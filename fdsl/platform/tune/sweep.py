@@ -68,6 +68,7 @@ from fdsl.platform.tune.sweep_config import (
     trial_overrides,
 )
 from fdsl.preview import render_grid, save_grid
+from fdsl.schema import load_json
 
 TUNE_NAME = "tune"
 COMPLETIONS = "completions.jsonl"
@@ -190,7 +191,7 @@ def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base)
     saved = sweep_dir / SWEEP_FILE
     wanted = {"name": name, **sweep.to_dict()}
     if saved.is_file():
-        have = json.loads(saved.read_text())
+        have = load_json(saved, {}, "use a new --out folder (a damaged sweep.json cannot be resumed)")
         if have != wanted:
             raise ValueError(f"{sweep_dir}: holds sweep {have.get('name')!r} with another config; "
                              "use a new --out folder (a sweep is resumed only with its own config)")

@@ -7,7 +7,11 @@ file is removed). Every file fdsl writes as a result goes through here. No Ray, 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
+import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +72,39 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` atomically (fsync'ed before the rename)."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+LOCK_FILE = ".lock"
+"""The lock file of an output folder (`owned_folder`)."""
+
+
+@contextlib.contextmanager
+def owned_folder(folder: str | os.PathLike, command: str) -> Iterator[Path]:
+    """One owner per output folder for a command's lifetime (resume included): an exclusive `flock`
+    on `folder/.lock`, which names its holder (pid, host, command, since). A second command on the
+    same folder is refused at once, FileExistsError naming the holder; a holder that died leaves no
+    lock (the kernel releases it), so the folder is free again."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held for the body, closed below
+    try:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            try:
+                holder = json.loads(handle.read() or "{}")
+            except json.JSONDecodeError:
+                holder = {}
+            who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+                   f"`{holder.get('command', '?')}` since {holder.get('since', '?')}")
+            raise FileExistsError(f"{folder}: in use by another fdsl command ({who}); wait for it to "
+                                  "finish, stop it, or choose another folder") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+        handle.flush()
+        yield folder
+    finally:
+        handle.close()  # releases the lock

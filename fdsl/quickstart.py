@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.atomic import atomic_write_text, check_writable, owned_folder
 from fdsl.figures import plt, save_figure
 from fdsl.platform import console
 from fdsl.platform.connect import connect
@@ -76,26 +76,28 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
                       "result": _describe(name, value)})
         return value
 
-    try:
-        data = out / "data"
-        step("generate", lambda: generate(get_preset(QUICKSTART_PRESET), data).manifest)
-        step("preview", lambda: preview_dataset(data, out / "preview.png"))
-        runs = [f"finetune-{arm}-{s}" for arm in ("fdsl", "scratch") for s in SEEDS]
-        for stale in ("pretrain", "sweep", *runs):
-            shutil.rmtree(out / stale, ignore_errors=True)
-        pre = step("pretrain", lambda: pretrain(get_preset(QUICKSTART_PRESET), str(data), out / "pretrain"))
-        for seed in SEEDS:
-            tune = get_preset(QUICKSTART_PRESET, [f"finetune.seed={seed}"])
-            for arm, weights in (("fdsl", pre["model"]), ("scratch", "scratch")):
-                name = f"finetune-{arm}-{seed}"
-                step(name, lambda t=tune, w=weights, n=name: finetune(t, w, "digits", out / n))
-        sweep = get_sweep(QUICKSTART_SWEEP)
-        sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
-        step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep)))
-    finally:
-        console.EVERY_S = every_s
-        if started_here:
-            ray.shutdown()
+    with owned_folder(out, "fdsl quickstart"):  # one quickstart per folder
+        try:
+            data = out / "data"
+            step("generate", lambda: generate(get_preset(QUICKSTART_PRESET), data).manifest)
+            step("preview", lambda: preview_dataset(data, out / "preview.png"))
+            runs = [f"finetune-{arm}-{s}" for arm in ("fdsl", "scratch") for s in SEEDS]
+            for stale in ("pretrain", "sweep", *runs):
+                shutil.rmtree(out / stale, ignore_errors=True)
+            pre = step("pretrain",
+                       lambda: pretrain(get_preset(QUICKSTART_PRESET), str(data), out / "pretrain"))
+            for seed in SEEDS:
+                tune = get_preset(QUICKSTART_PRESET, [f"finetune.seed={seed}"])
+                for arm, weights in (("fdsl", pre["model"]), ("scratch", "scratch")):
+                    name = f"finetune-{arm}-{seed}"
+                    step(name, lambda t=tune, w=weights, n=name: finetune(t, w, "digits", out / n))
+            sweep = get_sweep(QUICKSTART_SWEEP)
+            sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
+            step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep)))
+        finally:
+            console.EVERY_S = every_s
+            if started_here:
+                ray.shutdown()
     summary = _summary(steps, results)
 
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")

@@ -15,9 +15,7 @@ Ray task retries (Ray Data's default for a dead worker) re-run a shard whose wor
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import fcntl
 import json
 import os
 import sys
@@ -27,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import ray
 
-from fdsl.atomic import OutputError, check_writable
+from fdsl.atomic import OutputError, check_writable, owned_folder
 from fdsl.platform import console
 from fdsl.platform.connect import connect
 from fdsl.platform.console import LOGS, quiet_data
@@ -45,8 +43,6 @@ from fdsl.platform.data.manifest import (
     load_progress,
 )
 from fdsl.platform.data.shards import TMP_GLOB, generator_key, plan_of, shard_name, write_shard
-
-LOCK = ".lock"
 
 
 @dataclasses.dataclass
@@ -98,7 +94,7 @@ def generate(experiment, out: str | os.PathLike, *, address: str | None = None,
     out = _prepare_folder(Path(out))
     ident = identity(experiment)
     plan = plan_of(experiment)
-    with _folder_lock(out):
+    with owned_folder(out, "fdsl generate"):
         known, complete = _known_shards(out, ident)
         bad = check_shards(out, list(known.values()), full=True)
         good = {k: e for k, e in known.items() if e["file"] not in bad and k < plan.num_shards}
@@ -171,21 +167,6 @@ def _prepare_folder(out: Path) -> Path:
         raise ValueError(f"out: cannot write in {out} ({err.strerror or err}); choose a writable folder") \
             from None
     return out
-
-
-@contextlib.contextmanager
-def _folder_lock(out: Path):
-    """One writer per folder: a second `fdsl generate` on the same folder is refused, not mixed in."""
-    with open(out / LOCK, "a") as f:
-        try:
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(f"out: another `fdsl generate` is writing {out}; wait for it to finish") \
-                from None
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def _known_shards(out: Path, ident: dict) -> tuple[dict[int, dict], bool]:

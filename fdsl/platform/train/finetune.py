@@ -62,7 +62,9 @@ from fdsl.platform.train.run import (
     connect_checked,
     epoch_due,
     eval_text,
+    finetune_summary,
     fit,
+    owned_run,
     read_finetune_metrics,
     read_metrics,
     refuse_used_folder,
@@ -73,7 +75,6 @@ from fdsl.platform.train.run import (
 )
 from fdsl.platform.train.streams import eval_dataset, measure_loader, target_stream
 from fdsl.platform.train.weights import (
-    WEIGHTS_FILE,
     build_model,
     check_model_of,
     check_weights_fit,
@@ -245,38 +246,41 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
              address: str | None = None, callbacks: Sequence[Any] = ()) -> dict:
     """Fine-tune `weights` on `dataset` (default `experiment.finetune.dataset`) into run folder `out`.
 
-    Checks everything first (`prepare_finetune`), starts (or joins, with `address`) Ray, measures
-    the loader alone, runs the TorchTrainer (`callbacks` go to its RunConfig, e.g. Tune's
-    `TuneReportCallback()`) and returns the summary of `metrics.json`.
+    Checks everything first (`prepare_finetune`), holds the folder, starts (or joins, with
+    `address`) Ray, measures the loader alone, runs the TorchTrainer (`callbacks` go to its
+    RunConfig, e.g. Tune's `TuneReportCallback()`) and returns the summary of `metrics.json`.
     """
     plan, data = prepare_finetune(experiment, weights, dataset, out)
-    cfg, spec = plan.cfg, plan.weights
-    out = Path(plan.run_dir)
-    connect_checked(cfg, "finetune", address, memory=plan.memory)
-    quiet_data()  # one line per epoch, not bars
-    print(f"finetune: {spec.kind} weights {spec.source} -> {cfg.dataset} "
-          f"({plan.num_train} train / {len(data.val_labels)} val images, {data.num_classes} classes); "
-          f"{plan.extra['head']['reason']}", flush=True)
-    write_experiment(out, experiment)
-    train_ds = target_stream(data, cfg, spec.img_size)
-    val_ds = eval_dataset(data.val_images, data.val_labels, spec.img_size)
-    probe = measure_loader(train_ds, cfg.loader_probe_images, cfg.micro_batch_size) \
-        if cfg.loader_probe_images else {}
-    baselines = pixel_baselines(data.train_images, data.train_labels, data.val_images, data.val_labels,
-                                seed=cfg.seed)
-    plan = dataclasses.replace(plan, extra={**plan.extra, "baselines": baselines, "throughput_probe": probe})
-    start = time.perf_counter()
-    fit(train_func, plan, cfg, out, {"train": train_ds, "val": val_ds}, callbacks=callbacks,
-        progress=("finetune", cfg.schedule(plan.num_train)["total_steps"], eval_text))
-    metrics = read_finetune_metrics(out)  # the workers' file, as they wrote it
-    wall_seconds = round(time.perf_counter() - start, 2)
-    tp = metrics["throughput"]
+    cfg, spec, out = plan.cfg, plan.weights, Path(plan.run_dir)
+    with owned_run(out, "fdsl finetune"):
+        connect_checked(cfg, "finetune", address, memory=plan.memory)
+        quiet_data()  # one line per epoch, not bars
+        print(f"finetune: {spec.kind} weights {spec.source} -> {cfg.dataset} ({plan.num_train} train / "
+              f"{len(data.val_labels)} val images, {data.num_classes} classes); "
+              f"{plan.extra['head']['reason']}", flush=True)
+        write_experiment(out, experiment)
+        train_ds = target_stream(data, cfg, spec.img_size)
+        val_ds = eval_dataset(data.val_images, data.val_labels, spec.img_size)
+        probe = measure_loader(train_ds, cfg.loader_probe_images, cfg.micro_batch_size) \
+            if cfg.loader_probe_images else {}
+        baselines = pixel_baselines(data.train_images, data.train_labels, data.val_images, data.val_labels,
+                                    seed=cfg.seed)
+        extra = {**plan.extra, "baselines": baselines, "throughput_probe": probe}
+        plan = dataclasses.replace(plan, extra=extra)
+        start = time.perf_counter()
+        fit(train_func, plan, cfg, out, {"train": train_ds, "val": val_ds}, callbacks=callbacks,
+            progress=("finetune", cfg.schedule(plan.num_train)["total_steps"], eval_text))
+        return _report(out, cfg.dataset, spec.source, data.class_names, round(time.perf_counter() - start, 2))
+
+
+def _report(out: Path, dataset: str, source: str, class_names, wall_seconds: float) -> dict:
+    """The driver's pictures and console lines of a finished run, from the workers' files as they are."""
+    metrics = read_finetune_metrics(out)
+    tp, base = metrics["throughput"], metrics["baselines"]
     confusion = np.load(out / CONFUSION_FILE, allow_pickle=False)
-    save_confusion_png(confusion, out / CONFUSION_PNG,
-                       f"{cfg.dataset} from {spec.source}: top-1 {metrics['finetune_top1']:.3f}",
-                       data.class_names)
-    base = metrics["baselines"]
-    save_curves(read_metrics(out), out / CURVES_PNG, f"fine-tuning on {cfg.dataset} from {spec.source}",
+    save_confusion_png(confusion, out / CONFUSION_PNG, f"{dataset} from {source}: top-1 "
+                       f"{metrics['finetune_top1']:.3f}", class_names)
+    save_curves(read_metrics(out), out / CURVES_PNG, f"fine-tuning on {dataset} from {source}",
                 [Panel("val top-1", ["finetune_top1"], {"logistic regression (pixels)": base["logreg_top1"],
                                                          "1-NN (pixels)": base["knn1_top1"]}),
                  Panel("loss", ["train_loss", "finetune_loss"])], x="epoch")
@@ -286,14 +290,4 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
           f"1-NN {base['knn1_top1']:.4f}); train {tp['train_images_per_s']:.0f} images/s{loader}, data wait "
           f"{100 * tp['data_wait_fraction']:.1f}% -> {out} (metrics.json, {CONFUSION_PNG}, {CURVES_PNG})",
           flush=True)
-    return summary({**metrics, "wall_seconds": wall_seconds}, out)
-
-
-def summary(metrics: dict, out: Path) -> dict:
-    keys = ("finetune_top1", "finetune_top5", "finetune_loss", "best_top1", "epochs", "num_train", "head",
-            "throughput", "wall_seconds", "baselines")
-    base = metrics.get("baselines", {})
-    return {"run_dir": str(out), "model": str(out / WEIGHTS_FILE),
-            **{k: metrics[k] for k in keys if k in metrics},
-            # flat numbers too: a sweep's trial record keeps the numeric metrics of this summary
-            **{f"baseline_{k}": base[k] for k in ("logreg_top1", "knn1_top1") if k in base}}
+    return finetune_summary({**metrics, "wall_seconds": wall_seconds}, out)

@@ -58,6 +58,7 @@ from fdsl.platform.train.run import (
     MetricsLog,
     connect_checked,
     fit,
+    owned_run,
     read_metrics,
     refuse_used_folder,
     report,
@@ -231,23 +232,25 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     plan = prepare_run(experiment, data, out, resume=resume)
     cfg = plan.cfg
     out = Path(plan.run_dir)
-    connect_checked(cfg, "pretrain", address, memory=plan.memory)
-    quiet_data()
-    source = open_source(experiment, data)
-    write_experiment(out, experiment)
-    start = time.perf_counter()
-    total = cfg.schedule(plan.num_images)["total_steps"]
-    result = fit(train_func, plan, cfg, out, {"train": training_dataset(source, cfg, plan.num_images)},
-                 preserve_order=cfg.preserve_order, keep_checkpoints=cfg.keep_checkpoints,
-                 progress=("pretrain", total, step_text))
-    rows = read_metrics(out)
-    last = rows[-1] if rows else {}
-    steady = [r["images_per_s"] for r in rows[len(rows) // 5:]] or [0.0]
-    classes = plan.num_classes
-    curves = save_curves(rows, out / CURVES_PNG, f"pre-training {cfg.model} on {data} ({classes} classes)",
-                         [Panel("loss", ["loss"], {"chance: ln(classes)": math.log(classes)}),
-                          Panel("learning rate", ["lr"])])
-    return {"run_dir": str(out), "steps": last.get("step", 0), "loss": last.get("loss"),
-            "images_per_s": round(float(np.median(steady)), 2),
-            "seconds": round(time.perf_counter() - start, 1), "curves": str(curves),
-            "model": str(out / WEIGHTS_FILE), "checkpoint": result.checkpoint and result.checkpoint.path}
+    with owned_run(out, "fdsl pretrain", resume=resume, resumable=True):
+        connect_checked(cfg, "pretrain", address, memory=plan.memory)
+        quiet_data()
+        source = open_source(experiment, data)
+        write_experiment(out, experiment)
+        start = time.perf_counter()
+        total = cfg.schedule(plan.num_images)["total_steps"]
+        result = fit(train_func, plan, cfg, out, {"train": training_dataset(source, cfg, plan.num_images)},
+                     preserve_order=cfg.preserve_order, keep_checkpoints=cfg.keep_checkpoints,
+                     progress=("pretrain", total, step_text))
+        rows = read_metrics(out)
+        last = rows[-1] if rows else {}
+        steady = [r["images_per_s"] for r in rows[len(rows) // 5:]] or [0.0]
+        classes = plan.num_classes
+        curves = save_curves(rows, out / CURVES_PNG,
+                             f"pre-training {cfg.model} on {data} ({classes} classes)",
+                             [Panel("loss", ["loss"], {"chance: ln(classes)": math.log(classes)}),
+                              Panel("learning rate", ["lr"])])
+        return {"run_dir": str(out), "steps": last.get("step", 0), "loss": last.get("loss"),
+                "images_per_s": round(float(np.median(steady)), 2),
+                "seconds": round(time.perf_counter() - start, 1), "curves": str(curves),
+                "model": str(out / WEIGHTS_FILE), "checkpoint": result.checkpoint and result.checkpoint.path}

@@ -19,6 +19,7 @@ Run folder files, the same names in every trainer:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig
 from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.atomic import atomic_write_text, check_writable, owned_folder
 from fdsl.platform.connect import connect, local_num_cpus, starts_local
 from fdsl.platform.console import Progress, follow_metrics
 from fdsl.platform.train.config import EXPERIMENT_FILE
@@ -75,6 +76,17 @@ def refuse_used_folder(out: str | os.PathLike, *, resumable: bool = False) -> Pa
             hint = "pass --resume to continue it, or " + hint
         raise FileExistsError(f"{out} holds a run already: {hint}")
     return out
+
+
+@contextlib.contextmanager
+def owned_run(out: str | os.PathLike, command: str, *, resume: bool = False, resumable: bool = False):
+    """The run folder held by this command for its lifetime (`fdsl.atomic.owned_folder`): a second
+    command on it is refused at once, naming the holder. Checked again once held (unless resuming):
+    a twin that finished between our first check and our lock left a run there."""
+    with owned_folder(out, command):
+        if not resume:
+            refuse_used_folder(out, resumable=resumable)
+        yield Path(out)
 
 
 def connect_checked(cfg: WorkersSection, section: str, address: str | None = None,
@@ -297,3 +309,14 @@ def read_finetune_metrics(run_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {SUMMARY_FILE} (the fine-tuning run did not finish)")
     return json.loads(path.read_text())
+
+
+def finetune_summary(metrics: dict, out: Path) -> dict:
+    """What `finetune` returns: the figures of metrics.json a caller (a sweep trial, the quickstart)
+    keeps, with the baselines also as flat numbers (a trial record keeps the numeric ones)."""
+    keys = ("finetune_top1", "finetune_top5", "finetune_loss", "best_top1", "epochs", "num_train", "head",
+            "throughput", "wall_seconds", "baselines")
+    base = metrics.get("baselines", {})
+    return {"run_dir": str(out), "model": str(out / WEIGHTS_FILE),
+            **{k: metrics[k] for k in keys if k in metrics},
+            **{f"baseline_{k}": base[k] for k in ("logreg_top1", "knn1_top1") if k in base}}

@@ -55,6 +55,7 @@ from fdsl.platform.train.run import (
     connect_checked,
     epoch_due,
     fit,
+    owned_run,
     read_metrics,
     refuse_used_folder,
     report,
@@ -175,37 +176,39 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
     plan, data = prepare_ssl(experiment, dataset, out)
     cfg, spec = plan.cfg, plan.model
     out = Path(plan.run_dir)
-    connect_checked(cfg, "ssl", address, memory=plan.memory)
-    quiet_data()
-    write_experiment(out, experiment)
-    rows = cfg.schedule(plan.num_train)["total_steps"] * cfg.global_batch_size
-    train_ds = seeded_stream(
-        data.train_images, data.train_labels, num_rows=rows, seed=cfg.seed, augment=multicrop_views,
-        batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, img_size=spec.img_size,
-        local_size=spec.local_size, num_local=cfg.num_local_crops,
-        global_scale_min=cfg.global_crop_scale_min, local_scale_min=cfg.local_crop_scale_min,
-        local_scale_max=cfg.local_crop_scale_max, hflip=cfg.hflip, color_jitter=cfg.color_jitter,
-        blur=cfg.blur, solarize=cfg.solarize)
-    print(f"ssl: DINO on {cfg.dataset} ({plan.num_train} unlabelled images), {spec.architecture} "
-          f"{spec.img_size}px/{spec.patch_size}, 2 x {spec.img_size}px + {cfg.num_local_crops} x "
-          f"{spec.local_size}px crops, {cfg.epochs} epochs", flush=True)
-    start = time.perf_counter()
-    fit(train_func, plan, cfg, out, {"train": train_ds}, callbacks=callbacks,
-        progress=("ssl", cfg.schedule(plan.num_train)["total_steps"], step_text))
-    rows = read_metrics(out)
-    first = float(np.mean([r["loss"] for r in rows[:max(1, len(rows) // 10)]]))
-    final = float(np.mean([r["loss"] for r in rows[-max(1, len(rows) // 10):]]))
-    result = {"run_dir": str(out), "model": str(out / WEIGHTS_FILE), "steps": len(rows), "first_loss": first,
-              "final_loss": final, "seconds": round(time.perf_counter() - start, 1),
-              "images_per_s": round(float(np.median([r["images_per_s"] for r in rows[len(rows) // 5:]])), 1)}
-    result.update(knn_probe(out, data, cfg.seed, cfg.out_dim, spec))
-    title = (f"DINO on {cfg.dataset}: teacher k-NN top-1 {result['knn_top1']:.3f} "
-             f"(random init {result['knn_top1_random_init']:.3f})")
-    result["curves"] = str(save_curves(rows, out / CURVES_PNG, title, [
-        Panel("loss", ["loss"], {"collapse: ln(out_dim)": math.log(cfg.out_dim)}),
-        Panel("learning rate", ["lr"])]))
-    print(f"ssl: loss {first:.3f} -> {final:.3f} in {result['steps']} steps (ln out_dim = "
-          f"{np.log(cfg.out_dim):.2f}); teacher k-NN top-1 {result['knn_top1']:.3f} on the val split, "
-          f"the same backbone at random initialisation {result['knn_top1_random_init']:.3f} -> "
-          f"{out / WEIGHTS_FILE}, curves: {result['curves']}", flush=True)
-    return result
+    with owned_run(out, "fdsl ssl"):
+        connect_checked(cfg, "ssl", address, memory=plan.memory)
+        quiet_data()
+        write_experiment(out, experiment)
+        rows = cfg.schedule(plan.num_train)["total_steps"] * cfg.global_batch_size
+        train_ds = seeded_stream(
+            data.train_images, data.train_labels, num_rows=rows, seed=cfg.seed, augment=multicrop_views,
+            batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, img_size=spec.img_size,
+            local_size=spec.local_size, num_local=cfg.num_local_crops,
+            global_scale_min=cfg.global_crop_scale_min, local_scale_min=cfg.local_crop_scale_min,
+            local_scale_max=cfg.local_crop_scale_max, hflip=cfg.hflip, color_jitter=cfg.color_jitter,
+            blur=cfg.blur, solarize=cfg.solarize)
+        print(f"ssl: DINO on {cfg.dataset} ({plan.num_train} unlabelled images), {spec.architecture} "
+              f"{spec.img_size}px/{spec.patch_size}, 2 x {spec.img_size}px + {cfg.num_local_crops} x "
+              f"{spec.local_size}px crops, {cfg.epochs} epochs", flush=True)
+        start = time.perf_counter()
+        fit(train_func, plan, cfg, out, {"train": train_ds}, callbacks=callbacks,
+            progress=("ssl", cfg.schedule(plan.num_train)["total_steps"], step_text))
+        rows = read_metrics(out)
+        first = float(np.mean([r["loss"] for r in rows[:max(1, len(rows) // 10)]]))
+        final = float(np.mean([r["loss"] for r in rows[-max(1, len(rows) // 10):]]))
+        steady = float(np.median([r["images_per_s"] for r in rows[len(rows) // 5:]]))
+        result = {"run_dir": str(out), "model": str(out / WEIGHTS_FILE), "steps": len(rows),
+                  "first_loss": first, "final_loss": final, "seconds": round(time.perf_counter() - start, 1),
+                  "images_per_s": round(steady, 1)}
+        result.update(knn_probe(out, data, cfg.seed, cfg.out_dim, spec))
+        title = (f"DINO on {cfg.dataset}: teacher k-NN top-1 {result['knn_top1']:.3f} "
+                 f"(random init {result['knn_top1_random_init']:.3f})")
+        result["curves"] = str(save_curves(rows, out / CURVES_PNG, title, [
+            Panel("loss", ["loss"], {"collapse: ln(out_dim)": math.log(cfg.out_dim)}),
+            Panel("learning rate", ["lr"])]))
+        print(f"ssl: loss {first:.3f} -> {final:.3f} in {result['steps']} steps (ln out_dim = "
+              f"{np.log(cfg.out_dim):.2f}); teacher k-NN top-1 {result['knn_top1']:.3f} on the val split, "
+              f"the same backbone at random initialisation {result['knn_top1_random_init']:.3f} -> "
+              f"{out / WEIGHTS_FILE}, curves: {result['curves']}", flush=True)
+        return result

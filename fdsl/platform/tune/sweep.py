@@ -38,7 +38,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from fdsl.atomic import atomic_write_text, check_writable
+from fdsl.atomic import atomic_write_text, check_writable, owned_folder
 from fdsl.config import apply_overrides
 from fdsl.experiment import Experiment
 from fdsl.generators import build_generator
@@ -253,40 +253,40 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
             for seed in seeds:
                 resolve_weights(seeded_weights(w, {PRETRAIN_SEED: seed}), base.finetune, base.pretrain)
     if sweep.designed:  # every target a trial fine-tunes on must load before anything runs
-
         spec = sweep.design_space().get("finetune.dataset", {"grid": [base.finetune.dataset]})
         for target in next(iter(spec.values())):
             load_target(target)
     sweep_dir = check_writable(out).resolve()
     _prepare(sweep, name, sweep_dir, resume, base)
-    tune_path = sweep_dir / TUNE_NAME
-    connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
-    # a trial waits on its trainers' workers; a local-mode trainer (num_workers=0) trains in the trial
-    local = base.finetune.local_mode or (not sweep.finetunes_only and base.pretrain.local_mode)
-    resources = {"cpu": base.finetune.cpus_per_worker if local else 0.1}
-    if sweep.trial_resource:
-        resources[sweep.trial_resource] = 1
-    trainable = tune.with_resources(run_trial, resources)
-    start = time.perf_counter()
-    if sweep.designed:  # the scratch arm first: every trial's effect is paired with it
-        run_scratch_arm(sweep, base, sweep_dir)
-    if resume and tune.Tuner.can_restore(str(tune_path)):
-        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
-    else:
-        tuner = _tuner(sweep, sweep_dir, trainable, base.finetune.epochs)
-    with tune_output():
-        results = tuner.fit()
-    _finalise_records(sweep_dir, results)
-    paths = write_report(sweep_dir)
-    best = None
-    with contextlib.suppress(RuntimeError):
-        best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
-    return {"sweep_dir": str(sweep_dir), "trials": len(results), "errors": results.num_errors,
-            "seconds": round(time.perf_counter() - start, 1), "generations": count_generations(sweep_dir),
-            "pretrainings": count_pretrainings(sweep_dir),
-            "metric": sweep.metric, "best_params": best.config["params"] if best else None,
-            "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
-            "settings": json.loads(paths["settings"].read_text()), "report": str(paths["html"])}
+    with owned_folder(sweep_dir, "fdsl sweep"):  # one sweep process per folder, resumes included
+        tune_path = sweep_dir / TUNE_NAME
+        connect(address)  # a local Ray of its own unless --address or a Ray job says otherwise
+        # a trial waits on its trainers' workers; a local-mode trainer (num_workers=0) trains in the trial
+        local = base.finetune.local_mode or (not sweep.finetunes_only and base.pretrain.local_mode)
+        resources = {"cpu": base.finetune.cpus_per_worker if local else 0.1}
+        if sweep.trial_resource:
+            resources[sweep.trial_resource] = 1
+        trainable = tune.with_resources(run_trial, resources)
+        start = time.perf_counter()
+        if sweep.designed:  # the scratch arm first: every trial's effect is paired with it
+            run_scratch_arm(sweep, base, sweep_dir)
+        if resume and tune.Tuner.can_restore(str(tune_path)):
+            tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
+        else:
+            tuner = _tuner(sweep, sweep_dir, trainable, base.finetune.epochs)
+        with tune_output():
+            results = tuner.fit()
+        _finalise_records(sweep_dir, results)
+        paths = write_report(sweep_dir)
+        best = None
+        with contextlib.suppress(RuntimeError):
+            best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
+        return {"sweep_dir": str(sweep_dir), "trials": len(results), "errors": results.num_errors,
+                "seconds": round(time.perf_counter() - start, 1), "generations": count_generations(sweep_dir),
+                "pretrainings": count_pretrainings(sweep_dir),
+                "metric": sweep.metric, "best_params": best.config["params"] if best else None,
+                "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
+                "settings": json.loads(paths["settings"].read_text()), "report": str(paths["html"])}
 
 
 def describe_best(summary: dict) -> str:

@@ -332,7 +332,7 @@ class _RunsAShellCommand:
         return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("craft", ["pickle", "not-torch", "client-state"])
+@pytest.mark.parametrize("craft", ["pickle", "not-torch", "client-state", "snapshot"])
 def test_crafted_checkpoint_is_refused_before_any_worker(trained, data, tmp_path, capsys, craft):
     """`--resume` of a folder whose checkpoint would run code when DeepSpeed loads it (pickle, with
     weights_only=False), or whose files are not torch checkpoints, or whose client state is damaged:
@@ -346,15 +346,19 @@ def test_crafted_checkpoint_is_refused_before_any_worker(trained, data, tmp_path
         torch.save({"x": _RunsAShellCommand(marker)}, next(state.glob("zero_pp_rank_0_*optim_states.pt")))
     elif craft == "not-torch":
         next(state.glob("*model_states.pt")).write_bytes(b"\x80\x04K\x01.")  # a bare pickle
-    else:
+    elif craft == "client-state":
         path = next(state.glob("*model_states.pt"))
         states = torch.load(path, weights_only=True)
         torch.save({**states, "scheduler": [1, 2]}, path)
+    else:  # Ray's snapshot pointed at a folder outside the run, which the scan never looked at
+        snapshot = run / "train" / "checkpoint_manager_snapshot.json"
+        snapshot.write_text(snapshot.read_text().replace(state.parent.name, "../../elsewhere"))
     start = time.perf_counter()
     assert main(["pretrain", "debug-vit", "--data", str(data), "--out", str(run), "--resume"]) == 2
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.startswith("fdsl pretrain")]
     expected = {"pickle": "names 'posix.system'", "not-torch": "is not a checkpoint file",
-                "client-state": "client state is damaged (scheduler is not dict)"}[craft]
+                "client-state": "client state is damaged (scheduler is not dict)",
+                "snapshot": "names checkpoint '../../elsewhere', not a checkpoint folder"}[craft]
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err
     assert not marker.exists() and time.perf_counter() - start < 30

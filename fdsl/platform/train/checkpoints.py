@@ -23,6 +23,8 @@ from fdsl.platform.train.engine import STATE_FILE
 from fdsl.platform.train.run import TRAIN_NAME
 
 CKPT_TAG = "state"
+SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
+"""Ray Train's list of a run's checkpoints (in `train/`), which a resume loads them by."""
 """The engine's tag (sub-folder) of the state inside each Ray checkpoint folder."""
 RESUME_FIXED = ("model", "img_size", "patch_size", "num_workers", "use_deepspeed", "zero_stage",
                 "precision", "global_batch_size", "grad_accum_steps", "optimizer")
@@ -86,7 +88,9 @@ def check_checkpoints(out: Path) -> int:
     file there would run code in every worker. Before a resume starts any worker, every `*.pt` file
     of every checkpoint is scanned (torch's `get_unsafe_globals_in_checkpoint`: the pickle's opcodes,
     nothing loaded) and must name only torch's weights-only types and `CHECKPOINT_GLOBALS`; each
-    checkpoint's client state must hold what the loop reads. Returns the number of files checked."""
+    checkpoint's client state must hold what the loop reads, and Ray's checkpoint snapshot may name
+    only this run's checkpoint folders (never a path elsewhere). Returns the number of files checked."""
+    _check_snapshot(out / TRAIN_NAME)
     checked = 0
     for folder in sorted((out / TRAIN_NAME).glob("checkpoint_*")):
         named: dict[Path, list[str]] = {}  # each file's allowed non-torch globals, scanned once
@@ -105,6 +109,39 @@ def check_checkpoints(out: Path) -> int:
             checked += 1
         _check_client_state(folder, named)
     return checked
+
+
+def _check_snapshot(train: Path) -> None:
+    """Every checkpoint Ray's snapshot names is a checkpoint folder of this run: a crafted name
+    (`../x`, an absolute path) would make Ray load files the scan above never looked at."""
+    path = train / SNAPSHOT_FILE
+    if not path.is_file():
+        return
+    try:
+        state = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"--resume: {path} is not Ray Train's checkpoint snapshot (not JSON); start the "
+                         "run anew in another --out") from None
+    for name in _dir_names(state):
+        if not (isinstance(name, str) and Path(name).name == name and name.startswith("checkpoint_")
+                and (train / name).is_dir()):
+            raise ValueError(f"--resume: {path} names checkpoint {name!r}, not a checkpoint folder of this "
+                             "run; refusing to load it: start the run anew in another --out")
+
+
+def _dir_names(node):
+    """The checkpoint folder names anywhere in a checkpoint snapshot."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "checkpoint_dir_name":
+                yield value
+            elif key.endswith("_dir_names") and isinstance(value, list):
+                yield from value
+            else:
+                yield from _dir_names(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _dir_names(item)
 
 
 def _check_client_state(folder: Path, named: dict[Path, list[str]]) -> None:

@@ -83,8 +83,10 @@ def owned_folder(folder: str | os.PathLike, command: str) -> Iterator[Path]:
     """One owner per output folder for a command's lifetime (resume included): an exclusive `flock`
     on `folder/.lock`, which names its holder (pid, host, command, since). A second command on the
     same folder is refused at once, FileExistsError naming the holder; a holder that died leaves no
-    lock (the kernel releases it), so the folder is free again."""
+    lock (the kernel releases it), so the folder is free again. A folder this call created and the
+    command left empty (refused before it wrote anything) is removed again."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     handle = open(folder / LOCK_FILE, "a+")  # noqa: SIM115 - held for the body, closed below
     try:
@@ -108,3 +110,7 @@ def owned_folder(folder: str | os.PathLike, command: str) -> Iterator[Path]:
         yield folder
     finally:
         handle.close()  # releases the lock
+        if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # refused before writing: no trace
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()
+                folder.rmdir()

@@ -28,7 +28,7 @@ def test_the_python_page_runs(tmp_path):
     res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=580)
     assert res.returncode == 0, res.stderr[-3000:]
-    assert "pre-trained 150 steps" in res.stdout and "effect" in res.stdout
+    assert "pre-trained 60 steps" in res.stdout and "effect" in res.stdout
     assert "VisionTransformer" in res.stdout
     assert (tmp_path / "runs" / "nb" / "ft-scratch" / "metrics.json").is_file()
 

@@ -192,6 +192,23 @@ def test_damaged_synthesis_journal_is_one_line(command, case, tmp_path, capsys):
     CASES[f"{command} (_progress.jsonl)"] += 1
 
 
+def test_the_documented_journal_fix_loses_no_data_set(tmp_path, capsys):
+    """The fix troubleshooting.md gives for a damaged journal (delete it) leaves shards with no
+    journal: `generate` renders them again (seeded: the same data set) instead of refusing the
+    folder as foreign."""
+    folder = tmp_path / "data"
+    argv = ["generate", "debug-fractaldb", "--out", str(folder), "--set", "data.num_classes=2",
+            "--set", "synthesis.shard_rows=8"]
+    assert run_cli(capsys, argv)[0] == 0
+    first = json.loads((folder / "manifest.json").read_text())
+    (folder / "manifest.json").unlink()  # a partial folder whose journal was deleted: shards alone
+    assert not (folder / "_progress.jsonl").exists() and list(folder.glob("shard-*.parquet"))
+    code, err = run_cli(capsys, argv)
+    assert code == 0, err
+    again = json.loads((folder / "manifest.json").read_text())
+    assert again["content_sha256"] == first["content_sha256"] and again["shards"] == first["shards"]
+
+
 def test_journal_entries_that_are_damaged_are_skipped(tmp_path):
     from fdsl.platform.data.manifest import load_progress
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -181,7 +182,10 @@ def _known_shards(out: Path, ident: dict) -> tuple[dict[int, dict], bool]:
     if header is not None:
         _refuse_other(out, header.get("identity", {}), header.get("fingerprint"), want, ident)
         return entries, False
-    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != LOGS]
+    # shards with no journal (it was deleted as damaged): unverifiable, so all are rendered again
+    # (the same bytes: rendering is seeded) instead of refusing the folder and losing them
+    foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != LOGS
+               and not re.fullmatch(r"shard-\d{5}\.parquet", p.name)]
     if foreign:
         raise ValueError(f"out: {out} is not empty and holds no fdsl data set ({foreign[0]}, ...); "
                          "choose an empty or new folder")

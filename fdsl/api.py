@@ -33,7 +33,7 @@ from fdsl.platform.train.pretrain import pretrain as _pretrain
 from fdsl.platform.train.ssl import ssl as _ssl
 from fdsl.platform.tune.sweep import run_sweep
 from fdsl.presets import get_preset
-from fdsl.sweeps import check_sweep, get_sweep
+from fdsl.sweeps import check_sweep, get_sweep, sweep_label
 
 __all__ = ["DataSet", "FineTuning", "Run", "SweepResult", "experiment", "finetune", "generate", "pretrain",
            "shutdown", "ssl", "sweep"]
@@ -144,8 +144,7 @@ def sweep(name: str, out: PathLike, overrides: Sequence[str] = (), *, resume: bo
           address: str | None = None) -> SweepResult:
     """Run a named sweep or a sweep file (`.yaml`/`.json`) into `out`, then write its report."""
     config = get_sweep(name, overrides)
-    label = Path(name).stem if name.endswith((".yaml", ".yml", ".json")) else name
-    summary = run_sweep(config, label, out, check_sweep(config), resume=resume, address=address)
+    summary = run_sweep(config, sweep_label(name), out, check_sweep(config), resume=resume, address=address)
     return SweepResult(Path(summary["sweep_dir"]), Path(summary["report"]), summary["trials"],
                        summary["errors"], summary["settings"], summary["seconds"])
 

@@ -231,10 +231,10 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 def cmd_sweep(args) -> int:
     from fdsl.platform.tune.sweep import describe_best, run_sweep
-    from fdsl.sweeps import check_sweep, get_sweep
+    from fdsl.sweeps import check_sweep, get_sweep, sweep_label
 
     sweep = get_sweep(args.sweep, args.overrides)
-    name = Path(args.sweep).stem if args.sweep.endswith((".yaml", ".yml", ".json")) else args.sweep
+    name = sweep_label(args.sweep)
     summary = run_sweep(sweep, name, args.out, check_sweep(sweep), resume=args.resume,
                         address=args.address)
     print(f"sweep: {summary['trials']} trials ({summary['errors']} failed) in {summary['seconds']:.0f} s, "

@@ -41,6 +41,11 @@ def is_sweep_file(name: str) -> bool:
     return name.endswith(SWEEP_FILE_SUFFIXES)
 
 
+def sweep_label(name: str) -> str:
+    """The name a sweep folder records: a registered sweep's, or a sweep file's stem."""
+    return Path(name).stem if is_sweep_file(name) else name
+
+
 def load_sweep_file(path: str) -> SweepConfig:
     """A sweep from a YAML or JSON file holding SweepConfig's fields (base, space, seeds, hypotheses,
     search, ...), read with yaml.safe_load and checked like a shipped sweep."""

@@ -41,6 +41,11 @@ GANI = ("Gani et al. BMVC'22 (Seed 2): ViT-Tiny on CIFAR-10 96.4 % with self-sup
         "93.6 % from scratch")
 
 
+def slug(target: str) -> str:
+    """A target's short name in run and sweep folder names."""
+    return SLUGS.get(target, Path(target.split(":", 1)[-1]).name)
+
+
 def fdsl(*args: str) -> None:
     """One fdsl command, its output kept in the study's log; a failure stops the study."""
     cmd = [sys.executable, "-m", "fdsl.cli", *args]
@@ -53,8 +58,7 @@ def done(run: Path) -> bool:
 
 
 def sweep_file(target: str, root: Path, seeds: int, finetune_seeds: int) -> dict:
-    slug = SLUGS.get(target, Path(target.split(":", 1)[-1]).name)
-    dino, va = str(root / f"dino-{slug}-s{{seed}}"), str(root / "va-s{seed}")
+    dino, va = str(root / f"dino-{slug(target)}-s{{seed}}"), str(root / "va-s{seed}")
     return {
         "base": "laptop-visualatom",
         "overrides": ["finetune.eval_every=50"],  # val top-1 at epochs 50 and 100: the verdicts read the last
@@ -85,7 +89,7 @@ def main() -> int:
     start = time.perf_counter()
     for seed in range(args.seeds):
         for target in targets:
-            run = root / f"dino-{SLUGS.get(target, Path(target.split(':', 1)[-1]).name)}-s{seed}"
+            run = root / f"dino-{slug(target)}-s{seed}"
             if not done(run):
                 fdsl("ssl", "laptop-dino", "--dataset", target, *SSL_EXTRA.get(target, []),
                      "--set", f"ssl.seed={seed}", "--out", str(run))
@@ -97,32 +101,32 @@ def main() -> int:
     pretrained = time.perf_counter() - start
     results = {}
     for target in targets:
-        slug = SLUGS.get(target, Path(target.split(":", 1)[-1]).name)
-        spec = root / f"seed2-{slug}.yaml"
+        name = slug(target)
+        spec = root / f"seed2-{name}.yaml"
         spec.write_text(yaml.safe_dump(sweep_file(target, root, args.seeds, args.finetune_seeds),
                                        sort_keys=False))
-        out = root / f"sweep-{slug}"
+        out = root / f"sweep-{name}"
         if not (out / "effects.json").is_file():
             fdsl("sweep", str(spec), "--out", str(out))
-        results[slug] = json.loads((out / "effects.json").read_text())
+        results[name] = json.loads((out / "effects.json").read_text())
     seconds = time.perf_counter() - start
     print("\n| target | weights | FDSL/DINO - scratch | 95 % CI | n | wins | top-1 | scratch top-1 |")
     print("|---|---|---|---|---|---|---|---|")
-    for slug, report in results.items():
+    for short, report in results.items():
         for s in report["settings"]:
             name = Path(s["params"]["weights"]).name.replace("{seed}", "S")
-            print(f"| {slug} | {name} | {100 * s['effect']:+.1f} | [{100 * s['low']:+.1f}, "
+            print(f"| {short} | {name} | {100 * s['effect']:+.1f} | [{100 * s['low']:+.1f}, "
                   f"{100 * s['high']:+.1f}] | {s['n_pretrain']} x {s['n_finetune']} | {s['wins']}/{s['n']} | "
                   f"{100 * s['top1']:.1f} +- {100 * s['top1_std']:.1f} | {100 * s['scratch']:.1f} |")
     print("\n| target | hypothesis | verdict | difference | 95 % CI |\n|---|---|---|---|---|")
-    for slug, report in results.items():
+    for short, report in results.items():
         for v in report["verdicts"]:
             figures = (f"{100 * v['difference']:+.1f} | [{100 * v['low']:+.1f}, {100 * v['high']:+.1f}]"
                        if "difference" in v else f"{v.get('why', '')} | ")
-            print(f"| {slug} | {v['claim']} | {v['verdict']} | {figures} |")
+            print(f"| {short} | {v['claim']} | {v['verdict']} | {figures} |")
     print(f"pre-training {pretrained:.0f}s, in all {seconds:.0f}s")
-    targets_out = {slug: {"settings": r["settings"], "verdicts": r["verdicts"],
-                          "pixel_baselines": r.get("pixel_baselines")} for slug, r in results.items()}
+    targets_out = {short: {"settings": r["settings"], "verdicts": r["verdicts"],
+                          "pixel_baselines": r.get("pixel_baselines")} for short, r in results.items()}
     print(json.dumps({"benchmark": "seed2_dino", "seeds": args.seeds, "finetune_seeds": args.finetune_seeds,
                       "targets": targets_out, "pretrain_s": round(pretrained, 1),
                       "seconds": round(seconds, 1), "cpus": os.cpu_count()}))

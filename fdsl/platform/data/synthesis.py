@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import re
 import sys
 import time
 from pathlib import Path
@@ -43,7 +42,7 @@ from fdsl.platform.data.manifest import (
     load_manifest,
     load_progress,
 )
-from fdsl.platform.data.shards import TMP_GLOB, generator_key, plan_of, shard_name, write_shard
+from fdsl.platform.data.shards import SHARD_GLOB, TMP_GLOB, generator_key, plan_of, shard_name, write_shard
 
 
 @dataclasses.dataclass
@@ -185,7 +184,7 @@ def _known_shards(out: Path, ident: dict) -> tuple[dict[int, dict], bool]:
     # shards with no journal (it was deleted as damaged): unverifiable, so all are rendered again
     # (the same bytes: rendering is seeded) instead of refusing the folder and losing them
     foreign = [p.name for p in out.iterdir() if not p.name.startswith(".") and p.name != LOGS
-               and not re.fullmatch(r"shard-\d{5}\.parquet", p.name)]
+               and not p.match(SHARD_GLOB)]
     if foreign:
         raise ValueError(f"out: {out} is not empty and holds no fdsl data set ({foreign[0]}, ...); "
                          "choose an empty or new folder")

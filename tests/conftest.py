@@ -57,3 +57,17 @@ def ray_local():
     start_local(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _no_ray_left_behind(request):
+    """A test that runs a command in this process without `ray_local` must not leave a Ray running:
+    the command's own Ray would outlive it, and `ray_local` could not start after it (once every
+    later Ray test failed at setup, far from the test that caused it). Such a test fails here."""
+    ray = sys.modules.get("ray")
+    before = ray is not None and ray.is_initialized()
+    yield
+    ray = sys.modules.get("ray")
+    if not before and ray is not None and ray.is_initialized() and "ray_local" not in request.fixturenames:
+        ray.shutdown()
+        pytest.fail(f"{request.node.nodeid} left a Ray running in the test process: take `ray_local`")

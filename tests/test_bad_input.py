@@ -15,6 +15,7 @@ import os
 import typing
 
 import pytest
+import ray
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -46,8 +47,13 @@ def numeric_fields(config) -> list[str]:
 
 
 def run_cli(capsys, argv: list[str]) -> tuple[int, str]:
+    had_ray = ray.is_initialized()
     code = main(argv)
-    return code, capsys.readouterr().err
+    err = capsys.readouterr().err
+    # refused before any Ray starts: a command that started one in this process would leave it
+    # running (the CLI's process ends there), and the session's own Ray could not start after it
+    assert had_ray or not ray.is_initialized(), f"{argv} started Ray before refusing: {err}"
+    return code, err
 
 
 def assert_one_line(code: int, err: str) -> None:
@@ -192,7 +198,7 @@ def test_damaged_synthesis_journal_is_one_line(command, case, tmp_path, capsys):
     CASES[f"{command} (_progress.jsonl)"] += 1
 
 
-def test_the_documented_journal_fix_loses_no_data_set(tmp_path, capsys):
+def test_the_documented_journal_fix_loses_no_data_set(ray_local, tmp_path, capsys):
     """The fix troubleshooting.md gives for a damaged journal (delete it) leaves shards with no
     journal: `generate` renders them again (seeded: the same data set) instead of refusing the
     folder as foreign."""

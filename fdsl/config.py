@@ -13,6 +13,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import sys
 import textwrap
 import types
 import typing
@@ -22,6 +23,10 @@ from typing import Any
 
 class Config:
     """Mixin for config dataclasses: validation helpers, field docs, dict round trip."""
+
+    RENAMED: typing.ClassVar[dict[str, str]] = {}
+    """Old field name -> its new name: old run folders still load, and `--set` of an old path still
+    works, with a one-line deprecation message."""
 
     def validate(self) -> None:
         """Check every field; subclasses extend this and call `super().validate()`.
@@ -75,6 +80,7 @@ class Config:
         """Build from a dict (e.g. a manifest); unknown keys are an error."""
         hints = typing.get_type_hints(cls)
         known = {f.name for f in dataclasses.fields(cls)}
+        data = {cls.RENAMED.get(k, k) if k not in known else k: v for k, v in data.items()}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(
@@ -220,17 +226,35 @@ def leaf_paths(cfg: Config, prefix: str = "") -> dict[str, tuple[Config, str]]:
     return out
 
 
+def renamed_paths(cfg: Config, prefix: str = "") -> dict[str, str]:
+    """Map every old dotted path of a nested config (its classes' `RENAMED`) to the new one."""
+    out = {prefix + old: prefix + new for old, new in type(cfg).RENAMED.items()}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, Config):
+            out.update(renamed_paths(value, f"{prefix}{f.name}."))
+    return out
+
+
 def apply_overrides(cfg: Config, overrides: typing.Iterable[str]) -> Config:
     """Apply `key=value` strings to a (nested) config in place, with type checking.
 
     A key is a dotted path (`data.num_classes`) or a bare field name that is unique in the
     config (`num_classes`). The result is validated.
     """
-    paths = leaf_paths(cfg)
+    paths, renamed = leaf_paths(cfg), renamed_paths(cfg)
     for item in overrides:
         if "=" not in item:
             raise ValueError(f"--set: got {item!r}, expected key=value")
         key, text = (s.strip() for s in item.split("=", 1))
+        old = key if key in renamed else None
+        if key not in paths and old is None:  # a bare old name, e.g. `lr` for `ssl.lr`
+            bare = [p for p in renamed if p.rsplit(".", 1)[-1] == key]
+            old = bare[0] if len(bare) == 1 and not any(p.rsplit(".", 1)[-1] == key for p in paths) else None
+        if old is not None:
+            key = renamed[old]
+            print(f"fdsl: --set {old} is deprecated, it is now {key} (same meaning); "
+                  f"use --set {key}={text}", file=sys.stderr)
         if key in paths:
             owner, name = paths[key]
         else:

@@ -179,3 +179,21 @@ def test_every_config_field_is_declared_once():
     from fdsl.config import field_docs
 
     assert "per 256" not in field_docs(FinetuneConfig)["lr"] and field_docs(FinetuneConfig)["lr"]
+
+
+def test_lr_is_the_applied_rate_and_ssl_gives_its_rate_per_256_images(capsys):
+    """One meaning of `lr` (the rate the optimizer applies); SSL's rate is `lr_base`, per 256 images
+    as DINO gives it. Its old path `ssl.lr` still works, with one deprecation line; an old run
+    folder's `"lr"` still loads."""
+    exp = get_preset("laptop-dino")
+    ssl = exp.ssl
+    assert not hasattr(ssl, "lr") and ssl.peak_lr() == ssl.lr_base * ssl.global_batch_size / 256
+    assert exp.finetune.peak_lr() == exp.finetune.lr and exp.pretrain.peak_lr() == exp.pretrain.lr
+    apply_overrides(exp, ["ssl.lr=0.002"])
+    err = capsys.readouterr().err
+    assert exp.ssl.lr_base == 0.002 and err.count("\n") == 1 and "now ssl.lr_base" in err
+    old = exp.ssl.to_dict()
+    old["lr"] = old.pop("lr_base")
+    assert type(exp.ssl).from_dict(old).lr_base == 0.002
+    with pytest.raises(ValueError, match="min_lr: .* peak learning rate"):  # against the applied peak
+        apply_overrides(get_preset("laptop-dino"), ["ssl.lr_base=1e-3", "ssl.min_lr=5e-4"])

@@ -204,3 +204,16 @@ def test_koleo_is_large_for_crowded_features_and_trains_with_dino(digits):
     loss = dino_step(student, teacher, DINOLoss(128), opt, crops_of(batch), teacher_temp=0.04, momentum=0.99,
                      koleo=0.1)
     assert np.isfinite(loss) and 0 < loss < 2 * np.log(128)
+
+
+def test_lightly_center_loss_is_the_cross_entropy_the_sinkhorn_mode_writes_out():
+    """Both centerings give the same cross-entropy over every pair of different views: lightly's
+    (centre) and the hand-written one (Sinkhorn), compared on the centre's own targets."""
+    gen = torch.Generator().manual_seed(0)
+    student, teacher = torch.randn(4 * 8, 16, generator=gen), torch.randn(2 * 8, 16, generator=gen)
+    loss = DINOLoss(16, student_temp=0.1)
+    targets = loss.targets(teacher, 0.04).chunk(2)
+    views = (student / 0.1).chunk(4)
+    expected = torch.stack([torch.sum(-q * torch.log_softmax(s, dim=-1), dim=-1).mean()
+                            for iq, q in enumerate(targets) for v, s in enumerate(views) if v != iq]).mean()
+    torch.testing.assert_close(loss(student, teacher, num_crops=4, teacher_temp=0.04), expected)

@@ -87,7 +87,8 @@ def laptop_dino() -> Experiment:
     # turn uniform while the features differ, and DINOv2's KoLeo term, which keeps them differing
     # (without it one seed in three still ended at ln(out_dim)).
     return finetune_preset(laptop_visualatom, laptop_visualatom().finetune, SSLConfig(
-        dataset="digits", epochs=40, global_batch_size=64, lr=1e-3, warmup_epochs=4, weight_decay_end=0.1,
+        dataset="digits", epochs=40, global_batch_size=64, lr_base=1e-3, warmup_epochs=4,
+        weight_decay_end=0.1,
         out_dim=256, hidden_dim=256, bottleneck_dim=64, centering="sinkhorn", koleo_weight=0.1,
         momentum_teacher=0.98, freeze_last_layer_epochs=4, num_local_crops=0, global_crop_scale_min=0.3,
         hflip=0.0, drop_path_rate=0.0, num_workers=0, augment_cpus=1.0))

@@ -186,7 +186,7 @@ def dino_small_data() -> Experiment:
         mixup=1.0, cutmix=1.0, mixup_prob=0.5, random_erasing=0.25, label_smoothing=0.1, num_workers=8,
         use_gpu=True, cpus_per_worker=4, augment_cpus=2), SSLConfig(
         dataset="cifar10:data/cifar-10-batches-py", img_size=32, patch_size=4, local_img_size=16,
-        epochs=200, global_batch_size=512, lr=1e-4, min_lr=1e-6, warmup_epochs=30, out_dim=1024,
+        epochs=200, global_batch_size=512, lr_base=1e-4, min_lr=1e-6, warmup_epochs=30, out_dim=1024,
         hidden_dim=512, norm_last_layer=False, warmup_teacher_temp=0.04, teacher_temp=0.07,
         warmup_teacher_temp_epochs=10, num_local_crops=8, global_crop_scale_min=0.7,
         local_crop_scale_min=0.2, local_crop_scale_max=0.5, num_workers=2, use_gpu=True, cpus_per_worker=8,
@@ -210,6 +210,6 @@ def debug_dino() -> Experiment:
     """DINO at debug size on digits: test_vit 32px, 2 global + 2 local 16px crops, 3 epochs, 1 CPU worker."""
     return finetune_preset(debug_finetune, debug_finetune().finetune, SSLConfig(
         dataset="digits", out_dim=256, hidden_dim=256, bottleneck_dim=64, num_local_crops=2,
-        local_img_size=16, hflip=0.0, epochs=3, global_batch_size=64, lr=5e-4, warmup_epochs=1,
+        local_img_size=16, hflip=0.0, epochs=3, global_batch_size=64, lr_base=5e-4, warmup_epochs=1,
         weight_decay=0.04, weight_decay_end=0.1, drop_path_rate=0.0, num_workers=1, cpus_per_worker=1,
         threads_per_worker=2, augment_cpus=0.5, augment_batch_size=128))

@@ -246,7 +246,7 @@ TRAINING_RECIPES: tuple[Recipe, ...] = (
         (
             Row("SSL epochs", 200.0, f"{GANI} train_ssl.py --epochs", 200.0, "ssl.epochs"),
             Row("SSL global batch", 512, f"{GANI} README: 2 GPUs x 256", 512, "ssl.global_batch_size"),
-            Row("SSL lr per 256 images", 1e-4, f"{GANI} train_ssl.py --lr", 1e-4, "ssl.lr"),
+            Row("SSL lr per 256 images", 1e-4, f"{GANI} train_ssl.py --lr", 1e-4, "ssl.lr_base"),
             Row("SSL min lr", 1e-6, f"{GANI} train_ssl.py --min_lr", 1e-6, "ssl.min_lr"),
             Row(
                 "SSL warm-up epochs", 30.0, f"{GANI} train_ssl.py --warmup_epochs", 30.0, "ssl.warmup_epochs"

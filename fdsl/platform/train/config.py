@@ -3,6 +3,7 @@
 
     WorkersSection    Ray Train workers, augmentation tasks, restarts, seed        (all three)
     ScheduleSection   batch, length, optimiser numbers, warm-up + cosine, steps    (all three)
+    LRSection         `lr`, the peak rate the optimizer applies                   (pretrain, finetune)
     BackboneSection   timm architecture, input and patch size, drop path          (all three)
     AugmentSection    DeiT augmentation: crop, flip, RandAugment, Mixup, erasing  (pretrain, finetune)
     PrecisionSection  precision and DeepSpeed ZeRO stage; `deepspeed_config()`    (pretrain, finetune)
@@ -22,6 +23,7 @@ from fdsl.platform.train.sections import (
     OPTIMIZERS,
     AugmentSection,
     BackboneSection,
+    LRSection,
     PrecisionSection,
     ScheduleSection,
     WorkersSection,
@@ -34,7 +36,8 @@ EXPERIMENT_FILE = "experiment.json"
 # --- the three trainers' configs ------------------------------------------------------------------
 @dataclasses.dataclass
 @with_defaults(max_failures=3)
-class PretrainConfig(PrecisionSection, AugmentSection, BackboneSection, ScheduleSection, WorkersSection):
+class PretrainConfig(PrecisionSection, AugmentSection, BackboneSection, LRSection, ScheduleSection,
+                     WorkersSection):
     """Supervised pre-training of a timm model on a formula data set (Ray Train + DeepSpeed)."""
 
     norm_mean: float | None = None
@@ -112,8 +115,8 @@ class TargetSection(Config):
 @with_defaults(model="", img_size=0, patch_size=0, epochs=100, global_batch_size=128, lr=0.01,
                weight_decay=1e-4, repeated_aug=1, randaugment="", crop_scale_min=0.35, mixup=0.0, cutmix=0.0,
                random_erasing=0.0, use_deepspeed=False, zero_stage=0, precision="fp32")
-class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, ScheduleSection, TargetSection,
-                     WorkersSection):
+class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, LRSection, ScheduleSection,
+                     TargetSection, WorkersSection):
     """Supervised fine-tuning of pre-trained (or scratch) weights on a target set (Ray Train)."""
 
     linear_probe: bool = False
@@ -142,12 +145,18 @@ class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, Schedule
 
 
 @dataclasses.dataclass
-@with_defaults(model="", img_size=0, patch_size=0, epochs=200, lr=5e-4, min_lr=1e-6, warmup_lr=0.0,
+@with_defaults(model="", img_size=0, patch_size=0, epochs=200, min_lr=1e-6, warmup_lr=0.0,
                warmup_epochs=10.0, weight_decay=0.04, clip_grad=3.0, augment_batch_size=128,
                prefetch_batches=2)
 class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection):
     """DINO self-distillation on the (unlabelled) training split of a target set (Ray Train). Its
-    `lr` is per 256 images: scaled by global_batch_size / 256, as DINO does."""
+    learning rate is `lr_base`, per 256 images, as DINO gives it; `ssl.lr` (its old name) is an alias."""
+
+    RENAMED = {"lr": "lr_base"}
+
+    lr_base: float = 5e-4
+    """Peak learning rate per 256 images (DINO's convention, timm's `--lr-base`): the optimizer applies
+    lr_base x global_batch_size / 256 at the end of warm-up."""
 
     # -- DINO head and loss
     out_dim: int = 1024
@@ -206,8 +215,12 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
 
     inherits_backbone = True
 
+    def peak_lr(self) -> float:
+        return self.lr_base * self.global_batch_size / 256
+
     def validate(self) -> None:
         super().validate()
+        self._check_range("lr_base", 0.0, 10.0)
         self._check_range("local_img_size", 0, 4096)
         self._check_range("out_dim", 2, 10**6)
         self._check_range("hidden_dim", 1, 10**5)

@@ -1,9 +1,14 @@
 """DINO's model parts (Caron et al. ICCV'21): projection head, multi-crop wrapper, loss, EMA teacher.
 
-Written here, with DINOv2's Sinkhorn-Knopp targets and KoLeo regulariser, because the recipe the
-tests pin (weight-normalised last layer with a fixed scale, centring across ranks, per-step
-teacher temperature) is DINO's own code; backbones are timm's. `fdsl.platform.train.ssl` is the
-loop that uses them.
+From `lightly` (a self-supervised learning library), where it computes what the recipe the tests
+pin computes: the loss with DINO's centring (`lightly.loss.DINOLoss`: centre averaged over ranks,
+teacher temperature given per step), DINOv2's KoLeo regulariser (`lightly.loss.KoLeoLoss`) and the
+teacher's EMA update (`lightly.models.utils.update_momentum`). Written here, because lightly lacks
+them or computes something else: the head (lightly's `DINOProjectionHead` leaves the last layer at
+torch's default init and uses the deprecated `nn.utils.weight_norm`; ours draws it trunc-normal, as
+the pinned recipe does), DINOv2's Sinkhorn-Knopp targets (across ranks) and the cross-entropy
+against them, the multi-crop wrapper and the step. Backbones are timm's. `fdsl.platform.train.ssl`
+is the loop that uses them.
 """
 
 from __future__ import annotations
@@ -13,6 +18,9 @@ import math
 import timm
 import torch
 import torch.nn.functional as F
+from lightly.loss import DINOLoss as _LightlyDINOLoss
+from lightly.loss import KoLeoLoss
+from lightly.models.utils import update_momentum
 from torch import nn
 
 
@@ -65,54 +73,46 @@ class MultiCrop(nn.Module):
         return (self.head(feats), feats) if features else self.head(feats)
 
 
-def koleo_loss(x, eps: float = 1e-8):
-    """DINOv2's KoLeo regulariser (Sablayrolles et al.): minus the mean log distance of each
-    L2-normalised row of `x` to its nearest other row; large when features crowd together."""
-    x = F.normalize(x.float(), dim=-1, eps=eps)
-    dots = x @ x.t()
-    dots.fill_diagonal_(-2.0)  # never its own neighbour
-    nearest = dots.argmax(dim=1)
-    return -torch.log(F.pairwise_distance(x, x[nearest], eps=eps) + eps).mean()
+_KOLEO = KoLeoLoss()
 
 
-class DINOLoss(nn.Module):
-    """Cross-entropy of the student's views against the teacher's centred, sharpened global views."""
+def koleo_loss(x):
+    """DINOv2's KoLeo regulariser (Sablayrolles et al.), lightly's, in float32: minus the mean log
+    distance of each L2-normalised row of `x` to its nearest other row; large when features crowd."""
+    return _KOLEO(x.float())
+
+
+class DINOLoss(_LightlyDINOLoss):
+    """Cross-entropy of the student's views against the teacher's targets for every other view.
+
+    centering "center": lightly's DINO loss (teacher output minus an EMA centre, sharpened by the
+    teacher temperature); "sinkhorn": DINOv2's Sinkhorn-Knopp targets, which lightly lacks.
+    """
 
     def __init__(self, out_dim: int, student_temp: float = 0.1, center_momentum: float = 0.9,
                  centering: str = "center"):
-        super().__init__()
-        self.student_temp, self.center_momentum, self.centering = student_temp, center_momentum, centering
-        self.register_buffer("center", torch.zeros(1, out_dim))
+        super().__init__(output_dim=out_dim, student_temp=student_temp, center_momentum=center_momentum)
+        self.centering = centering
 
     def targets(self, teacher_out, teacher_temp: float):
         """The teacher's target distributions (2*B, K), no gradient."""
         if self.centering == "sinkhorn":
             return sinkhorn_knopp(teacher_out.detach().float() / teacher_temp)
-        return F.softmax((teacher_out - self.center) / teacher_temp, dim=-1).detach()
+        return F.softmax((teacher_out - self.center[0]) / teacher_temp, dim=-1).detach()
 
     def forward(self, student_out, teacher_out, num_crops: int, teacher_temp: float):
         """student_out: (num_crops*B, K), the 2 global crops first; teacher_out: (2*B, K)."""
+        if self.centering == "center":
+            return super().forward(list(teacher_out.chunk(2)), list(student_out.chunk(num_crops)),
+                                   teacher_temp=teacher_temp)
         student = (student_out / self.student_temp).chunk(num_crops)
-        teacher = self.targets(teacher_out, teacher_temp).chunk(2)
         total, terms = 0.0, 0
-        for iq, q in enumerate(teacher):
+        for iq, q in enumerate(self.targets(teacher_out, teacher_temp).chunk(2)):
             for v, s in enumerate(student):
-                if v == iq:
-                    continue  # never the same view
-                total = total + torch.sum(-q * F.log_softmax(s, dim=-1), dim=-1).mean()
-                terms += 1
-        self.update_center(teacher_out)
+                if v != iq:  # never the same view
+                    total = total + torch.sum(-q * F.log_softmax(s, dim=-1), dim=-1).mean()
+                    terms += 1
         return total / terms
-
-    @torch.no_grad()
-    def update_center(self, teacher_out) -> None:
-        """center <- m * center + (1 - m) * mean teacher output over all ranks' batches."""
-        batch_center = teacher_out.sum(dim=0, keepdim=True)
-        count = torch.tensor(float(len(teacher_out)), device=teacher_out.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(batch_center)
-            torch.distributed.all_reduce(count)
-        self.center.mul_(self.center_momentum).add_(batch_center / count, alpha=1 - self.center_momentum)
 
 
 @torch.no_grad()
@@ -139,10 +139,8 @@ def sinkhorn_knopp(logits, iterations: int = 3):
 
 
 def ema_update(teacher, student, momentum: float) -> None:
-    """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter (no grad)."""
-    with torch.no_grad():
-        for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
-            t.mul_(momentum).add_(s.detach(), alpha=1 - momentum)
+    """teacher <- momentum * teacher + (1 - momentum) * student, parameter by parameter (lightly's)."""
+    update_momentum(student, teacher, momentum)
 
 
 def build_backbone(arch: str, img_size: int, patch_size: int, drop_path_rate: float):
@@ -180,7 +178,7 @@ def dino_step(student, teacher, loss_fn, optimizer, crops, *, teacher_temp: floa
         student_out, spread = student(crops), 0.0
     loss = loss_fn(student_out, teacher_out, len(crops), teacher_temp)
     if not math.isfinite(loss.item()):
-        raise RuntimeError(f"DINO loss is {loss.item()}; lower ssl.lr or raise ssl.clip_grad")
+        raise RuntimeError(f"DINO loss is {loss.item()}; lower ssl.lr_base or raise ssl.clip_grad")
     optimizer.zero_grad(set_to_none=True)
     (loss + koleo * spread).backward()
     if clip_grad > 0:

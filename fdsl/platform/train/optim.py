@@ -4,7 +4,8 @@ Pre-training and fine-tuning: timm's optimizer (`create_optimizer_v2`: no weight
 and norms) and timm's `CosineLRScheduler`, stepped per optimizer step: linear warm-up from
 `warmup_lr` to `lr`, cosine to `min_lr` over `cosine_steps`, then `min_lr` for the cool-down
 (`ScheduleSection.schedule`). SSL (DINO): torch's AdamW on timm's parameter groups and DINO's own
-per-step schedules (`dino_lr`, `cosine`), its `lr` per 256 images as DINO scales it.
+per-step schedules (`dino_lr`, `cosine`). `lr` is the rate the optimizer applies in every trainer;
+SSL gives its rate as `lr_base` per 256 images, as DINO does (`SSLConfig.peak_lr`).
 """
 
 from __future__ import annotations
@@ -49,9 +50,9 @@ def cosine(base: float, final: float, step: int, total: int) -> float:
 
 
 def dino_lr(cfg, step: int, plan: dict) -> float:
-    """DINO's learning rate: linear warm-up from 0 to lr x global_batch_size / 256, then cosine to
-    min_lr."""
-    peak = cfg.lr * cfg.global_batch_size / 256
+    """DINO's learning rate: linear warm-up from 0 to the peak rate (lr_base x global_batch_size /
+    256), then cosine to min_lr."""
+    peak = cfg.peak_lr()
     warm = plan["warmup_steps"]
     if step < warm:
         return peak * step / warm

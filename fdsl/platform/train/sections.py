@@ -2,6 +2,7 @@
 
     WorkersSection    Ray Train workers, augmentation tasks, restarts, seed        (all three)
     ScheduleSection   batch, length, optimiser numbers, warm-up + cosine, steps    (all three)
+    LRSection         `lr`, the peak rate the optimizer applies                   (pretrain, finetune)
     BackboneSection   timm architecture, input and patch size, drop path          (all three)
     AugmentSection    DeiT augmentation: crop, flip, RandAugment, Mixup, erasing  (pretrain, finetune)
     PrecisionSection  precision and DeepSpeed ZeRO stage; `deepspeed_config()`    (pretrain, finetune)
@@ -101,6 +102,22 @@ class WorkersSection(Config):
 
 
 @dataclasses.dataclass
+class LRSection(Config):
+    """The peak learning rate, as the optimizer applies it (pre-training and fine-tuning)."""
+
+    lr: float = 1e-3
+    """Peak learning rate after warm-up: the rate the optimizer applies, whatever the batch size."""
+
+    def peak_lr(self) -> float:
+        """The rate the optimizer applies at the end of warm-up."""
+        return self.lr
+
+    def validate(self) -> None:
+        super().validate()
+        self._check_range("lr", 0.0, 10.0)
+
+
+@dataclasses.dataclass
 class ScheduleSection(Config):
     """Batch, run length and optimiser numbers; warm-up then cosine, counted in optimizer steps."""
 
@@ -110,12 +127,10 @@ class ScheduleSection(Config):
     """Length of the run in passes over the data set (images seen / data set size)."""
     max_steps: int = 0
     """If > 0: the run is this many optimizer steps instead of `epochs`."""
-    lr: float = 1e-3
-    """Peak learning rate after warm-up."""
     min_lr: float = 1e-5
     """Learning rate at the end of the cosine schedule."""
     warmup_lr: float = 1e-6
-    """Learning rate at step 0, raised linearly to `lr` during warm-up."""
+    """Learning rate at step 0, raised linearly to the peak rate during warm-up."""
     warmup_epochs: float = 5.0
     """Length of the linear warm-up in epochs (converted to optimizer steps)."""
     warmup_steps: int = 0
@@ -127,6 +142,11 @@ class ScheduleSection(Config):
     clip_grad: float = 0.0
     """Clip the global gradient norm to this value; 0 disables."""
 
+    def peak_lr(self) -> float:
+        """The rate the optimizer applies at the end of warm-up (`LRSection.lr`, or a trainer's own
+        rule: SSL's `lr_base` per 256 images)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no learning rate")
+
     def validate(self) -> None:
         super().validate()
         self._check_range("global_batch_size", 1, 10_000_000)
@@ -134,8 +154,9 @@ class ScheduleSection(Config):
         self._check_range("max_steps", 0, 10**9)
         if self.max_steps == 0 and self.epochs <= 0:
             raise ValueError(f"epochs: got {self.epochs}, expected > 0 (or set max_steps)")
-        self._check_range("lr", 0.0, 10.0)
-        self._check_range("min_lr", 0.0, self.lr)
+        if self.min_lr > self.peak_lr():
+            raise ValueError(f"min_lr: got {self.min_lr!r}, expected a value <= the peak learning rate "
+                             f"({self.peak_lr()!r})")
         self._check_range("warmup_lr", 0.0, 10.0)
         self._check_range("warmup_epochs", 0.0, 1e6)
         self._check_range("warmup_steps", 0, 10**9)

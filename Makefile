@@ -22,7 +22,7 @@ UV_VERSION := 0.13.9
 UV := $(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode
 export NUMBA_CACHE_DIR ?= $(CURDIR)/.cache/numba
 
-.PHONY: install quickstart test test-fast test-cluster cluster-up cluster-down cluster-drill lint bench clean
+.PHONY: install quickstart test test-fast test-drills test-cluster cluster-up cluster-down cluster-drill lint bench clean
 CLUSTER_DIR ?= runs/local-cluster
 
 install: $(STAMP)
@@ -48,7 +48,11 @@ quickstart: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest --durations=15 -m "not cluster"
+	$(BIN)/python -m pytest --durations=15 -m "not cluster and not drill"
+
+# the interruption drills (real processes, real signals; several minutes): after the suite
+test-drills: $(STAMP)
+	$(BIN)/python -m pytest -m drill --durations=10
 
 # the multi-node drills on a local autoscaling cluster (deploy/local; about 12 minutes); CI runs it too
 test-cluster: $(STAMP)
@@ -68,7 +72,7 @@ cluster-drill: $(STAMP)
 # the tests that start no Ray and train nothing (about a minute): the loop while editing
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -m "not slow and not cluster"
+	$(BIN)/python -m pytest -m "not slow and not cluster and not drill"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

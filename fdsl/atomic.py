@@ -7,6 +7,7 @@ file is removed). Every file fdsl writes as a result goes through here. No Ray, 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -114,3 +115,31 @@ def owned_folder(folder: str | os.PathLike, command: str) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 (folder / LOCK_FILE).unlink()
                 folder.rmdir()
+
+
+MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)
+"""The machine's refusals a user fixes (full disk, quota, read-only or forbidden folder): one line."""
+
+
+def machine_error(err: BaseException, out=None) -> str | None:
+    """The one-line message of a refusal of the machine behind `err` (MACHINE_ERRNOS: itself, its
+    cause, or a Ray worker's error, which Ray wraps), or None."""
+    found = _machine_oserror(err)
+    if found is None:
+        return None
+    where = found.filename or out or "the output folder"
+    return (f"{found.strerror} writing {where}; free space there or make it writable (what is complete "
+            "is kept: see docs/reliability.md), or choose another --out")
+
+
+def _machine_oserror(err: BaseException, depth: int = 0) -> OSError | None:
+    if isinstance(err, OSError) and err.errno in MACHINE_ERRNOS:
+        return err
+    if depth > 5:
+        return None
+    inner = [err.__cause__, err.__context__, getattr(err, "cause", None),
+             *getattr(err, "worker_failures", {}).values()]
+    for e in inner:
+        if isinstance(e, BaseException) and (found := _machine_oserror(e, depth + 1)):
+            return found
+    return None

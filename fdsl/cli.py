@@ -15,8 +15,9 @@ import traceback
 from pathlib import Path
 
 from fdsl import __version__
-from fdsl.atomic import OutputError
-from fdsl.platform.console import DRIVER_LOG, VERBOSE_ENV
+from fdsl.atomic import OutputError, machine_error
+from fdsl.platform import interrupt
+from fdsl.platform.console import DRIVER_LOG, VERBOSE_ENV, command_log
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 """What the code raises for a user's mistake (and `fdsl.atomic.OutputError`); anything else is a bug
@@ -350,14 +351,19 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[VERBOSE_ENV] = "1"
     if args.command not in RUN_COMMANDS:
         return _run(args)
-    from fdsl.platform.console import command_log
-
-    failed = None
-    with command_log(args.out, f"fdsl {' '.join(sys.argv[1:] if argv is None else argv)}") as log:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    failed = stopped = None
+    with interrupt.catching(), command_log(args.out, f"fdsl {' '.join(argv)}") as log:
         try:
             code = _run(args)
+        except interrupt.Interrupted as err:  # Ctrl-C or SIGTERM: one line, 130 / 143
+            stopped = err.with_traceback(None)  # its frames go now (a data iterator ends while Ray is up)
         except BaseException as err:
             failed = err
+        if stopped is not None:  # imported now, under the handlers (a further signal is ignored)
+            from fdsl.resume import report_interrupted
+
+            code = report_interrupted(args.command, argv, Path(args.out), stopped)
     where = log.folder if log.folder and log.folder.is_dir() and log.used_ray else None
     if failed is not None:  # not a user's mistake (those return 2): a bug or a failed run
         if isinstance(failed, KeyboardInterrupt | SystemExit):
@@ -367,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
               + (f"; full log: {where}/{DRIVER_LOG}, Ray's logs: {where}/ray/" if where else ""),
               file=sys.stderr)
         return 1
-    if where and code == 0:  # a user's mistake stays one line
+    if where and code in (0, 130, 143):  # a user's mistake stays one line
         print(f"logs: {where}/ ({DRIVER_LOG}; Ray's worker logs in ray/)" if log.ray_logs
               else f"logs: {where}/{DRIVER_LOG}")
     return code
@@ -378,6 +384,11 @@ def _run(args) -> int:
         return args.func(args)
     except (*USER_ERRORS, OutputError) as err:
         print(f"fdsl {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # a full disk or a read-only folder, in this process or in a worker
+        if (message := machine_error(err, getattr(args, "out", None))) is None:
+            raise
+        print(f"fdsl {args.command}: error: {message}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # `fdsl show ... | head` closed the pipe: the reader has what it wanted
         devnull = os.open(os.devnull, os.O_WRONLY)

@@ -28,6 +28,7 @@ from fdsl.figures import plt, save_figure
 from fdsl.platform import console
 from fdsl.platform.connect import connect
 from fdsl.platform.data.synthesis import generate
+from fdsl.platform.interrupt import Interrupted
 from fdsl.platform.train.finetune import finetune
 from fdsl.platform.train.pretrain import pretrain
 from fdsl.platform.tune.sweep import describe_best, run_sweep
@@ -94,10 +95,17 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
             sweep = get_sweep(QUICKSTART_SWEEP)
             sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
             step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep)))
-        finally:
-            console.EVERY_S = every_s
+        except Interrupted:  # the command's line comes first; fdsl.cli then stops this Ray
+            raise
+        except BaseException:
             if started_here:
                 ray.shutdown()
+            raise
+        else:
+            if started_here:
+                ray.shutdown()
+        finally:
+            console.EVERY_S = every_s
     summary = _summary(steps, results)
 
     atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")

@@ -134,10 +134,11 @@ def test_one_module_calls_ray_init():
 
 
 def test_no_flat_grab_bag_folder():
-    """fdsl/platform holds wings, not trainers and configs side by side; loose are only the two
-    modules every wing uses: how fdsl joins Ray (connect) and what a command shows (console)."""
+    """fdsl/platform holds wings, not trainers and configs side by side; loose are only the three
+    modules every wing uses: how fdsl joins Ray (connect), what a command shows (console) and how
+    it stops on Ctrl-C or SIGTERM (interrupt)."""
     loose = sorted(p.name for p in (ROOT / "fdsl" / "platform").glob("*.py") if p.name != "__init__.py")
-    assert loose == ["connect.py", "console.py"]
+    assert loose == ["connect.py", "console.py", "interrupt.py"]
     wings = {p.name for p in (ROOT / "fdsl" / "platform").iterdir() if p.is_dir() and p.name != "__pycache__"}
     assert wings == {"data", "train", "tune"}
 

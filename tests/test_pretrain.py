@@ -362,3 +362,45 @@ def test_crafted_checkpoint_is_refused_before_any_worker(trained, data, tmp_path
                 "snapshot": "names checkpoint '../../elsewhere', not a checkpoint folder"}[craft]
     assert len(lines) == 1 and expected in lines[0] and "Traceback" not in err, err
     assert not marker.exists() and time.perf_counter() - start < 30
+
+
+def test_a_cut_checkpoint_write_is_set_aside_and_the_snapshot_rebuilt(trained, tmp_path):
+    """Ctrl-C, a kill or a full disk during a checkpoint write: a folder Ray's snapshot never listed
+    is set aside; a snapshot whose rewrite was cut is written again from the complete folders, the
+    newest one set aside when its files are cut short. The run then resumes from the newest complete
+    checkpoint (the drill in test_drills.py resumes one)."""
+    import shutil
+
+    from fdsl.platform.train.checkpoints import (
+        SNAPSHOT_FILE,
+        check_checkpoints,
+        newest_checkpoint_step,
+        repair_checkpoints,
+    )
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    train = run / "train"
+    previous, newest = _ray_checkpoints(run)[-2:]  # 32 and 48, or 48 and 56 after the resume test
+    step = int(newest.name.rpartition("_")[2])
+    assert newest_checkpoint_step(run) == step
+    partial = train / f"checkpoint_{step + 16:09d}"  # a copy cut short, never listed
+    shutil.copytree(newest, partial)
+    cut = next(partial.rglob("*model_states.pt"))
+    cut.write_bytes(cut.read_bytes()[:100])
+    notes = repair_checkpoints(run, world=2)
+    assert len(notes) == 1 and partial.name in notes[0] and "never listed" in notes[0]
+    assert not partial.exists() and (train / "torn" / partial.name).is_dir()
+    assert repair_checkpoints(run, world=2) == []  # nothing left to repair
+
+    snapshot = train / SNAPSHOT_FILE  # now the snapshot's rewrite and the newest copy were both cut
+    snapshot.write_text(snapshot.read_text()[:200])
+    (newest / "rng-rank1.pt").unlink()
+    notes = repair_checkpoints(run, world=2)
+    assert "rng-rank1.pt is missing" in notes[0] and "rewritten" in notes[1], notes
+    assert newest_checkpoint_step(run) == int(previous.name.rpartition("_")[2])
+    assert _ray_checkpoints(run) == [previous]
+    assert check_checkpoints(run) > 0  # what is left passes the resume's checks
+    listed = json.loads(snapshot.read_text())
+    assert listed["latest_checkpoint_result"]["checkpoint_dir_name"] == previous.name
+    assert listed["current_report_index"] == 1

@@ -15,7 +15,11 @@ from pathlib import Path
 import ray
 
 import fdsl
-from fdsl.platform import console
+from fdsl.platform import console, interrupt
+
+_OWN = {"ray": False}
+"""Whether this process's Ray connection was made by `connect` (not by its caller: a test, a Tune
+trial, a notebook that called ray.init itself)."""
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -36,17 +40,34 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
             ray.init(address=address, runtime_env=runtime_env, **console.before_ray_init())
         except ConnectionError as err:
             raise ValueError(f"address: cannot join a Ray cluster at {address!r} ({err})") from None
+        _connected()
         console.ray_connected(None)
         if not address.startswith("ray://"):  # a Ray Client's driver runs on the head already
             _pin_ray_data_coordinator()
         return False
     if os.environ.get("RAY_ADDRESS"):  # inside `ray job submit`: the job's cluster
         ray.init(**console.before_ray_init())
+        _connected()
         console.ray_connected(None)
         _pin_ray_data_coordinator()
         return False
     start_local(num_cpus)
+    _connected()
     return True
+
+
+def _connected() -> None:
+    _OWN["ray"] = True
+    interrupt.reinstall()  # ray.init installs a SIGTERM handler of its own
+
+
+def release() -> None:
+    """End this process's Ray connection if `connect` made it: a local Ray it started stops (its
+    workers with it); a cluster it joined keeps running, and the actors and tasks this driver owns
+    there end. A Ray its caller started is left alone."""
+    if _OWN["ray"] and ray.is_initialized():
+        ray.shutdown()
+    _OWN["ray"] = False
 
 
 def _pin_ray_data_coordinator() -> None:

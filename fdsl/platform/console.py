@@ -38,8 +38,10 @@ LOGS = "logs"
 DRIVER_LOG = "fdsl.log"
 EVERY_S = 10.0
 """A plain progress line at most this often (not on a terminal); the quickstart sets it higher."""
-_NOTICES = ("Progress bars disabled", "Token authentication is enabled", "Started a local Ray instance")
-"""Ray's notices about choices fdsl made itself: in the log, not on the console."""
+_NOTICES = ("Progress bars disabled", "Token authentication is enabled", "Started a local Ray instance",
+            "Stop signal received", "Experiment has been interrupted")
+"""Ray's notices about choices fdsl made itself, and Tune's own lines about a stop that fdsl's one
+line after Ctrl-C says (with fdsl's command to continue): in the log, not on the console."""
 
 
 def verbose() -> bool:
@@ -89,6 +91,10 @@ class CommandLog:
                                 ignore_dangling_symlinks=True, dirs_exist_ok=True,
                                 ignore=shutil.ignore_patterns("*.sock", "sockets"))
             return self.folder
+        except (OSError, shutil.Error) as err:  # a full disk here never changes the command's status
+            print(f"fdsl: warning: the command's logs were not all copied into {self.folder} ({err}); "
+                  f"Ray's own copy stays in {self.ray_logs or 'its session folder'}", file=sys.stderr)
+            return self.folder if self.folder.is_dir() else None
         finally:
             self.tmp.unlink(missing_ok=True)
 

@@ -10,22 +10,29 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import random
 import tempfile
 from pathlib import Path
 
 import numpy as np
+import ray
 import ray.train
 import torch
 
+from fdsl.atomic import atomic_write_text
 from fdsl.platform.train.config import EXPERIMENT_FILE
 from fdsl.platform.train.engine import STATE_FILE
-from fdsl.platform.train.run import TRAIN_NAME
+from fdsl.platform.train.run import METRICS_LOG, TRAIN_NAME
+from fdsl.schema import read_jsonl
 
 CKPT_TAG = "state"
+"""The engine's tag (sub-folder) of the state inside each Ray checkpoint folder."""
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 """Ray Train's list of a run's checkpoints (in `train/`), which a resume loads them by."""
-"""The engine's tag (sub-folder) of the state inside each Ray checkpoint folder."""
+TORN = "torn"
+"""`train/torn/`: checkpoint folders whose write was cut (Ctrl-C, a kill, a full disk), set aside
+by a resume; never loaded, kept for a look."""
 RESUME_FIXED = ("model", "img_size", "patch_size", "num_workers", "use_deepspeed", "zero_stage",
                 "precision", "global_batch_size", "grad_accum_steps", "optimizer")
 """Pre-training fields a resumed run must keep (the checkpoint's shapes and partitions depend on them)."""
@@ -58,6 +65,99 @@ def save_checkpoint(engine, scheduler, plan: dict, step: int, rank: int, world: 
         save_rng(Path(d), rank)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
                          checkpoint_dir_name=f"checkpoint_{step:09d}")
+
+
+def repair_checkpoints(out: Path, world: int) -> list[str]:
+    """Before a resume loads anything: set aside a checkpoint whose write was cut, and make Ray's
+    snapshot name only complete checkpoints; returns one line per change, for the console.
+
+    Ray Train copies a checkpoint into `train/checkpoint_N`, then lists it in its snapshot, which it
+    rewrites in place. A stop during the copy leaves a folder the snapshot does not list (set aside:
+    it was never committed); a stop during the rewrite leaves a snapshot that is not JSON: it is
+    written again from the checkpoint folders, the newest one set aside when its files are cut short
+    (`world` ranks' RNG files, every `.pt` file readable). The run then resumes from the newest
+    complete checkpoint, or from step 0 when none is left. A checkpoint the snapshot lists is left
+    to `check_checkpoints`, which refuses what is damaged or crafted."""
+    train = out / TRAIN_NAME
+    folders = sorted(p for p in train.glob("checkpoint_*") if p.is_dir())
+    snapshot = train / SNAPSHOT_FILE
+    notes: list[str] = []
+    state = _read_snapshot(snapshot)
+    if state is not None:
+        _check_snapshot(train)  # a crafted name is refused before anything moves
+        listed = set(_dir_names(state))
+        for folder in folders:
+            if folder.name not in listed:
+                notes.append(_set_aside(folder, "its write was cut (Ray's snapshot never listed it)"))
+        return notes
+    if folders and (problem := _cut_short(folders[-1], world)):
+        notes.append(_set_aside(folders[-1], problem))
+        folders = folders[:-1]
+    if not snapshot.exists() and not folders:
+        return notes
+    if folders:
+        _write_snapshot(out, folders)
+        notes.append(f"{snapshot} rewritten from the checkpoint folders (its write was cut): resuming from "
+                     f"{folders[-1].name}")
+    else:
+        snapshot.unlink()
+        notes.append(f"{snapshot} removed (its write was cut) and no complete checkpoint is left: the run "
+                     "starts again from step 0")
+    return notes
+
+
+def _read_snapshot(path: Path) -> dict | None:
+    """Ray's snapshot, or None when there is none or its write was cut (not JSON)."""
+    try:
+        state = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def _cut_short(folder: Path, world: int) -> str | None:
+    """Why a checkpoint folder's write looks cut short, or None."""
+    missing = [name for name in (f"rng-rank{r}.pt" for r in range(world)) if not (folder / name).is_file()]
+    if missing:
+        return f"{missing[0]} is missing"
+    for path in sorted(p for p in folder.rglob("*.pt") if p.is_file()):
+        try:
+            torch.serialization.get_unsafe_globals_in_checkpoint(path)
+        except (ValueError, RuntimeError, OSError, EOFError):
+            return f"{path.relative_to(folder)} is cut short"
+    return None
+
+
+def _set_aside(folder: Path, why: str) -> str:
+    aside = folder.parent / TORN / folder.name
+    aside.parent.mkdir(exist_ok=True)
+    os.replace(folder, aside)
+    return f"{folder.name}: {why}; set aside in {aside.parent}"
+
+
+def _write_snapshot(out: Path, folders: list[Path]) -> None:
+    """Ray Train's snapshot (its schema in Ray 2.60) listing `folders`, with each checkpoint's row of
+    metrics.jsonl as its metrics."""
+    rows = {r["step"]: r for r in read_jsonl(out / METRICS_LOG) if isinstance(r.get("step"), int)}
+    results = []
+    for folder in folders:
+        step = int(folder.name.rpartition("_")[2])
+        results.append({"version": 0, "checkpoint_dir_name": folder.name,
+                        "metrics": rows.get(step, {"step": step})})
+    state = {"ray_version": ray.__version__, "checkpoint_results": results,
+             "checkpoint_report_indices": list(range(len(results))), "latest_checkpoint_result": results[-1],
+             "pending_training_results": [], "pending_validation_specs": [],
+             "current_report_index": len(results), "validated_checkpoint_dir_names": [],
+             "timed_out_validation_checkpoint_dir_names": [], "failed_validation_checkpoint_dir_names": []}
+    atomic_write_text(out / TRAIN_NAME / SNAPSHOT_FILE, json.dumps(state, indent=2) + "\n")
+
+
+def newest_checkpoint_step(out: Path) -> int | None:
+    """The step of the newest checkpoint Ray's snapshot lists in run folder `out` (None: none)."""
+    state = _read_snapshot(out / TRAIN_NAME / SNAPSHOT_FILE)
+    steps = [int(n.rpartition("_")[2]) for n in _dir_names(state or {})
+             if isinstance(n, str) and n.rpartition("_")[2].isdigit()]
+    return max(steps, default=None)
 
 
 def check_resume(out: Path, experiment) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -47,6 +48,7 @@ from fdsl.platform.train.checkpoints import (
     check_checkpoints,
     check_resume,
     load_rng,
+    repair_checkpoints,
     save_checkpoint,
 )
 from fdsl.platform.train.config import PretrainConfig
@@ -198,7 +200,6 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
                              "start a new run, or use num_workers >= 1 for a run that can resume")
         out = Path(out).absolute()
         check_resume(out, experiment)
-        check_checkpoints(out)
     else:
         out = refuse_used_folder(out, resumable=True)
     if data != "stream" and not Path(data).exists():
@@ -233,6 +234,10 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     cfg = plan.cfg
     out = Path(plan.run_dir)
     with owned_run(out, "fdsl pretrain", resume=resume, resumable=True):
+        if resume:  # held: nothing else writes here now
+            for note in repair_checkpoints(out, cfg.world_size):
+                print(f"pretrain: {note}", file=sys.stderr)
+            check_checkpoints(out)
         connect_checked(cfg, "pretrain", address, memory=plan.memory)
         quiet_data()
         source = open_source(experiment, data)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -40,8 +41,9 @@ from ray.train.torch import TorchTrainer
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from fdsl.atomic import atomic_write_text, check_writable, owned_folder
-from fdsl.platform.connect import connect, local_num_cpus, starts_local
+from fdsl.platform.connect import connect, local_num_cpus, release, starts_local
 from fdsl.platform.console import Progress, follow_metrics
+from fdsl.platform.interrupt import Interrupted
 from fdsl.platform.train.config import EXPERIMENT_FILE
 from fdsl.platform.train.memory import check_fits, estimate_bytes
 from fdsl.platform.train.plans import PLAN, Memory
@@ -173,13 +175,43 @@ def fit(train_func, plan, cfg: WorkersSection, out: Path, datasets: dict, *,
         datasets=datasets)
     try:
         if progress is None:
-            return trainer.fit()
+            return _fit(trainer, cfg.local_mode)
         name, total, describe = progress
         with follow_metrics(out / METRICS_LOG, Progress(name, total), describe):
-            return trainer.fit()
+            return _fit(trainer, cfg.local_mode)
     except BaseException:
         set_aside_failed_run(out)
         raise
+
+
+def _fit(trainer: TorchTrainer, local_mode: bool):
+    """`trainer.fit()`; a worker group's from a thread of its own, so that Ray Train installs no
+    SIGINT handler of its own (it does in the main thread, and then exits 0 on Ctrl-C) and the
+    command's (`fdsl.platform.interrupt`) stays. On `Interrupted`, this command's Ray connection ends
+    (the controller and workers it owns stop) before anything in the run folder is touched. A
+    local-mode loop runs here, in this thread: the signal reaches it directly."""
+    if local_mode:
+        return trainer.fit()
+    box: dict[str, Any] = {}
+
+    def target():
+        try:
+            box["result"] = trainer.fit()
+        except BaseException as err:  # handed to the calling thread
+            box["error"] = err
+
+    thread = threading.Thread(target=target, name="fdsl-fit", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.5)
+    except Interrupted:
+        release()  # the workers stop writing into the run folder
+        thread.join(30.0)
+        raise
+    if "error" in box:
+        raise box["error"]
+    return box["result"]
 
 
 def _local_tune_callbacks(callbacks: Sequence[Any]) -> bool:

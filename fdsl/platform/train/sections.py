@@ -154,6 +154,7 @@ class ScheduleSection(Config):
         self._check_range("max_steps", 0, 10**9)
         if self.max_steps == 0 and self.epochs <= 0:
             raise ValueError(f"epochs: got {self.epochs}, expected > 0 (or set max_steps)")
+        self._check_range("min_lr", 0.0, 10.0)
         if self.min_lr > self.peak_lr():
             raise ValueError(f"min_lr: got {self.min_lr!r}, expected a value <= the peak learning rate "
                              f"({self.peak_lr()!r})")

@@ -28,6 +28,8 @@ from fdsl.config import apply_overrides
 from fdsl.platform.data.manifest import fingerprint, identity, verify_dataset
 from fdsl.platform.data.shards import file_sha256
 from fdsl.platform.data.synthesis import generate
+from fdsl.platform.train.checkpoints import newest_checkpoint_step
+from fdsl.platform.train.config import EXPERIMENT_FILE
 from fdsl.platform.train.finetune import finetune
 from fdsl.platform.train.pretrain import pretrain
 from fdsl.platform.tune.report import TRIAL_FILE
@@ -102,8 +104,19 @@ def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path
         with contextlib.suppress(OSError, ValueError, KeyError):
             if json.loads(done.read_text())["model_sha256"] == file_sha256(folder / "model.safetensors"):
                 return folder, True
-        shutil.rmtree(folder, ignore_errors=True)
-        result = pretrain(experiment, str(data_dir), folder)
+        # a run an interrupted sweep left behind continues from its newest checkpoint (a run that
+        # cannot resume, e.g. a local-mode one or a damaged one, is redone)
+        resume = (not experiment.pretrain.local_mode and (folder / EXPERIMENT_FILE).is_file()
+                  and newest_checkpoint_step(folder) is not None)
+        try:
+            if not resume:
+                shutil.rmtree(folder, ignore_errors=True)
+            result = pretrain(experiment, str(data_dir), folder, resume=resume)
+        except ValueError:
+            if not resume:
+                raise
+            shutil.rmtree(folder, ignore_errors=True)
+            result = pretrain(experiment, str(data_dir), folder)
         atomic_write_text(done, json.dumps({"model_sha256": file_sha256(folder / "model.safetensors"),
                                             "dataset": data_dir.name, "loss": result["loss"],
                                             "steps": result["steps"], "fdsl": __version__}) + "\n")

@@ -42,6 +42,7 @@ from fdsl.atomic import atomic_write_text, check_writable, owned_folder
 from fdsl.config import apply_overrides
 from fdsl.experiment import Experiment
 from fdsl.generators import build_generator
+from fdsl.platform import interrupt
 from fdsl.platform.connect import connect
 from fdsl.platform.console import tune_output
 from fdsl.platform.data.targets import load_target
@@ -274,8 +275,10 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
             tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
         else:
             tuner = _tuner(sweep, sweep_dir, trainable, base.finetune.epochs)
-        with tune_output():
+        with tune_output(), interrupt.graceful(interrupt.tune_stop):
             results = tuner.fit()
+        if interrupt.received() is not None:  # Tune stopped its trials and saved its state: not final
+            raise interrupt.Interrupted(interrupt.received())
         _finalise_records(sweep_dir, results)
         paths = write_report(sweep_dir)
         best = None

@@ -1,0 +1,64 @@
+"""What an interrupted command kept in its output folder, and how it continues (docs/reliability.md).
+
+`fdsl.cli` prints it in the one line after Ctrl-C or SIGTERM (`fdsl.platform.interrupt`,
+`report_interrupted`):
+
+    generate    the shards rendered so far (the journal)    the same command again
+    pretrain    the newest checkpoint (worker runs)          the same command with --resume
+    finetune    nothing (fine-tuning keeps no checkpoint)    the same command again (from epoch 0)
+    ssl         nothing (SSL keeps no checkpoint)            the same command again (from epoch 0)
+    sweep       the finished trials and Tune's state         the same command with --resume
+    quickstart  its finished steps' folders                  the same command again
+"""
+
+from __future__ import annotations
+
+import gc
+import shlex
+import sys
+from pathlib import Path
+
+from fdsl.platform.connect import release
+from fdsl.platform.data.manifest import load_progress
+from fdsl.platform.interrupt import Interrupted
+from fdsl.platform.train.checkpoints import newest_checkpoint_step
+from fdsl.platform.train.config import EXPERIMENT_FILE
+from fdsl.platform.tune.report import SWEEP_FILE
+from fdsl.platform.tune.sweep import COMPLETIONS, TUNE_NAME
+from fdsl.schema import read_jsonl
+
+
+def kept_and_next(command: str, out: Path) -> tuple[str, bool]:
+    """(what `out` keeps, in words; whether the command continues with --resume)."""
+    if command == "generate":
+        try:
+            _, entries = load_progress(out)
+        except ValueError:
+            entries = {}
+        return f"kept {len(entries)} rendered shards in {out}", False
+    if command == "pretrain":
+        step = newest_checkpoint_step(out) if (out / EXPERIMENT_FILE).is_file() else None
+        if step is None:
+            return "no checkpoint was written yet (the folder is free again)", False
+        return f"kept the checkpoint of step {step} in {out}/train", True
+    if command in ("finetune", "ssl"):
+        return f"{command} keeps no checkpoint: it starts again from epoch 0", False
+    if command == "sweep":
+        finished = len(read_jsonl(out / COMPLETIONS)) if (out / COMPLETIONS).is_file() else 0
+        state = "Tune's state" if (out / TUNE_NAME).is_dir() else "no Tune state yet"
+        return f"kept {finished} finished trials and {state} in {out} (no report: the sweep is not done)", \
+            (out / SWEEP_FILE).is_file()
+    return f"kept the finished steps' folders in {out}", False
+
+
+def report_interrupted(command: str, argv: list[str], out: Path, err: Interrupted) -> int:
+    """After SIGINT / SIGTERM: one line, what was kept and the command that continues it, then end
+    the Ray this command started; returns the exit code, 130 / 143. `err` comes without its
+    traceback: the frames it held (a data iterator among them) are collected here, while Ray is up."""
+    gc.collect()
+    kept, resume = kept_and_next(command, out)
+    again = shlex.join(["fdsl", *argv, *(["--resume"] if resume and "--resume" not in argv else [])])
+    print(f"fdsl {command}: stopped by {err.name}; {kept}; continue with: {again}", file=sys.stderr,
+          flush=True)
+    release()  # after the line: a local Ray with busy workers can take ~10 s to stop
+    return err.exit_code

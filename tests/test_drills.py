@@ -1,0 +1,166 @@
+"""Interruption drills (docs/reliability.md): real `fdsl` processes, real signals, debug size.
+
+Each command runs in a process group of its own, as a terminal runs it; SIGINT (what Ctrl-C sends to
+the whole group) or SIGTERM (what `kill`, a scheduler or a spot preemption sends) goes to the group at
+a chosen moment. The contract: the command stops within seconds, prints one line saying what it kept
+and the exact command that continues it, exits 130 / 143, and the command it names finishes the
+work. Marked `drill` (several minutes): `make test-drills`, which `.ci/run` runs after `make test`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
+
+FDSL = str(Path(sys.executable).parent / "fdsl")
+
+
+def interrupt(argv: list[str], sig: int, ready, timeout: float = 400) -> tuple[int, str, float]:
+    """Run `fdsl argv`; once `ready()` holds, send `sig` to its process group. Returns (exit code,
+    stderr, seconds from the signal to the exit)."""
+    proc = subprocess.Popen([FDSL, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1][-2000:]}"
+    sent = time.monotonic()
+    os.killpg(proc.pid, sig)
+    _, err = proc.communicate(timeout=120)
+    return proc.returncode, err, time.monotonic() - sent
+
+
+def stopped_line(err: str, command: str, sig: str) -> str:
+    """The one line of the contract; nothing else of ours (nor Tune's stop notices) on stderr."""
+    lines = [line for line in err.splitlines() if line.startswith("fdsl ")]
+    assert len(lines) == 1, err[-3000:]
+    assert lines[0].startswith(f"fdsl {command}: stopped by {sig}; ") and "continue with: fdsl " in lines[0]
+    assert "Traceback" not in err and "Stop signal received" not in err, err[-3000:]
+    return lines[0]
+
+
+def continue_with(line: str) -> subprocess.CompletedProcess:
+    """Run the command the line names, exactly."""
+    argv = shlex.split(line.split("continue with: ", 1)[1])
+    assert argv[0] == "fdsl"
+    return subprocess.run([FDSL, *argv[1:]], capture_output=True, text=True, timeout=600)
+
+
+def rows(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.is_file() else 0
+
+
+def test_pretrain_sigint_mid_step_and_a_cut_snapshot_then_resume_finishes_every_step(tmp_path):
+    """Ray Train workers (debug-vit, 2 workers, checkpoints every 20 steps): Ctrl-C mid-step; the
+    snapshot's rewrite is then cut short, as a stop during Ray's in-place write leaves it; the
+    printed `--resume` rebuilds it and continues from step 20 to the end, every step logged once."""
+    out = tmp_path / "run"
+    argv = ["pretrain", "debug-vit", "--data", "stream", "--out", str(out), "--set", "pretrain.max_steps=100"]
+    code, err, took = interrupt(argv, signal.SIGINT, lambda: rows(out / "metrics.jsonl") >= 30)
+    line = stopped_line(err, "pretrain", "SIGINT")
+    assert code == 130 and took < 30, (code, took)
+    assert "kept the checkpoint of step" in line and line.endswith("--resume"), line
+    snapshot = out / "train" / "checkpoint_manager_snapshot.json"
+    snapshot.write_text(snapshot.read_text()[:150])
+    done = continue_with(line)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rewritten from the checkpoint folders" in done.stderr
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 101))
+    resumed = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()
+               if '"resume"' in x]
+    assert len(resumed) == 1 and resumed[0]["step"] >= 20
+
+
+def test_local_mode_pretrain_sigterm_frees_the_folder_and_the_same_command_finishes(tmp_path):
+    """A laptop-style run (num_workers=0: the loop in the command's process, no checkpoints):
+    SIGTERM mid-step stops it in seconds; the folder is free again and the same command finishes."""
+    out = tmp_path / "run"
+    argv = ["pretrain", "debug-vit", "--data", "stream", "--out", str(out), "--set", "pretrain.max_steps=150",
+            "--set", "pretrain.num_workers=0", "--set", "pretrain.use_deepspeed=false",
+            "--set", "pretrain.zero_stage=0"]
+    code, err, took = interrupt(argv, signal.SIGTERM, lambda: rows(out / "metrics.jsonl") >= 10)
+    line = stopped_line(err, "pretrain", "SIGTERM")
+    assert code == 143 and took < 30 and "no checkpoint was written yet" in line, (code, took, line)
+    assert not (out / "experiment.json").exists() and not (out / "metrics.jsonl").exists()
+    done = continue_with(line)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert rows(out / "metrics.jsonl") == 150
+
+
+def test_sweep_sigint_mid_trial_writes_no_report_and_resume_finishes(tmp_path):
+    """Ctrl-C while a trial runs: Tune saves its state, no report is written (a stopped sweep never
+    looks final), exit 130; the printed `--resume` finishes every trial and writes the report."""
+    out = tmp_path / "sweep"
+    code, err, took = interrupt(["sweep", "debug-variety", "--out", str(out)], signal.SIGINT,
+                                lambda: any(out.glob("trials/*/trial.json")))
+    line = stopped_line(err, "sweep", "SIGINT")
+    assert code == 130 and took < 60 and line.endswith("--resume"), (code, took, line)
+    assert not (out / "report.html").exists()
+    done = continue_with(line)
+    assert done.returncode == 0, done.stderr[-3000:]
+    statuses = [json.loads(p.read_text())["status"] for p in out.glob("trials/*/trial.json")]
+    assert (out / "report.html").is_file() and statuses == ["done"] * 4, statuses
+
+
+def test_generate_sigterm_then_the_same_command_gives_the_same_data_set(tmp_path):
+    """SIGTERM once the first shard is on disk; the same command finishes the folder, and its content
+    hash is the one an uninterrupted run gives."""
+    args = ["--set", "data.num_classes=32", "--set", "synthesis.shard_rows=16"]
+    out = tmp_path / "data"
+    code, err, took = interrupt(["generate", "debug-fractaldb", "--out", str(out), *args], signal.SIGTERM,
+                                lambda: any(out.glob("shard-*.parquet")))
+    line = stopped_line(err, "generate", "SIGTERM")
+    assert code == 143 and took < 30 and not (out / "manifest.json").exists(), (code, took)
+    assert continue_with(line).returncode == 0
+    whole = subprocess.run([FDSL, "generate", "debug-fractaldb", "--out", str(tmp_path / "whole"), *args],
+                           capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    digest = [json.loads((p / "manifest.json").read_text())["content_sha256"]
+              for p in (out, tmp_path / "whole")]
+    assert digest[0] == digest[1]
+
+
+@pytest.mark.parametrize("command,sig", [("finetune", signal.SIGINT), ("ssl", signal.SIGTERM)])
+def test_finetune_and_ssl_stop_cleanly_and_start_again(tmp_path, command, sig):
+    """Fine-tuning and SSL keep no checkpoint: stopped mid-run they leave the folder free (nothing
+    half-written where the results go) and the line says the same command starts again."""
+    out = tmp_path / "run"
+    argv = {"finetune": ["finetune", "debug-finetune", "--weights", "scratch", "--out", str(out),
+                         "--set", "finetune.epochs=200"],
+            "ssl": ["ssl", "debug-dino", "--out", str(out), "--set", "ssl.epochs=60"]}[command]
+    code, err, took = interrupt(argv, sig, lambda: rows(out / "metrics.jsonl") >= 1)
+    line = stopped_line(err, command, signal.Signals(sig).name)
+    assert code == 128 + sig and took < 30 and "starts again from epoch 0" in line, (code, took, line)
+    assert not any((out / name).exists() for name in ("metrics.json", "model.safetensors", "experiment.json"))
+
+
+def test_a_signal_while_ray_starts_stops_the_command(tmp_path):
+    """Ctrl-C before the run got going (Ray still starting): exit 130, nothing written where the
+    run goes."""
+    out = tmp_path / "run"
+    start = time.monotonic()
+    code, err, _ = interrupt(["pretrain", "debug-vit", "--data", "stream", "--out", str(out)], signal.SIGINT,
+                             lambda: time.monotonic() - start > 3)
+    stopped_line(err, "pretrain", "SIGINT")
+    assert code == 130 and not (out / "experiment.json").exists()
+
+
+def test_quickstart_sigint_names_the_same_command(tmp_path):
+    """Ctrl-C during the quickstart's first step: exit 130, and the line names the same command,
+    which reuses the finished steps' folders (the data set is verified, not rendered again)."""
+    out = tmp_path / "qs"
+    code, err, took = interrupt(["quickstart", "--out", str(out)], signal.SIGINT,
+                                lambda: any(out.glob("data/shard-*.parquet")))
+    line = stopped_line(err, "quickstart", "SIGINT")
+    assert code == 130 and took < 30 and line.endswith(f"continue with: fdsl quickstart --out {out}"), line

@@ -9,6 +9,7 @@ work. Marked `drill` (several minutes): `make test-drills`, which `.ci/run` runs
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -164,3 +165,43 @@ def test_quickstart_sigint_names_the_same_command(tmp_path):
                                 lambda: any(out.glob("data/shard-*.parquet")))
     line = stopped_line(err, "quickstart", "SIGINT")
     assert code == 130 and took < 30 and line.endswith(f"continue with: fdsl quickstart --out {out}"), line
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of `size` at `path`: a disk that fills up (root only; skipped elsewhere)."""
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+def test_a_full_disk_is_one_line_naming_the_path(tmp_path):
+    """A checkpoint that does not fit (a worker's write), and an export that does not fit (the
+    driver's): exit 2, one line naming the path and what to do, no traceback; the export leaves
+    nothing under its final name."""
+    with small_disk(tmp_path / "disk", "2m") as disk:
+        run = disk / "run"
+        argv = ["pretrain", "debug-vit", "--data", "stream", "--out", str(run),
+                "--set", "pretrain.max_failures=0"]
+        res = subprocess.run([FDSL, *argv], capture_output=True, text=True, timeout=600)
+        lines = [line for line in res.stderr.splitlines() if line.startswith("fdsl pretrain")]
+        assert res.returncode == 2 and len(lines) == 1, res.stderr[-3000:]
+        assert "No space left on device writing" in lines[0] and str(disk) in lines[0], lines[0]
+        assert "Traceback" not in res.stderr
+    finished = tmp_path / "finished"
+    argv = ["finetune", "debug-finetune", "--weights", "scratch", "--out", str(finished)]
+    done = subprocess.run([FDSL, *argv], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with small_disk(tmp_path / "tiny", "64k") as tiny:
+        res = subprocess.run([FDSL, "export", str(finished), "--out", str(tiny / "hub")],
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr[-2000:]
+        assert "No space left on device" in res.stderr and "Traceback" not in res.stderr
+        assert not (tiny / "hub" / "model.safetensors").exists()

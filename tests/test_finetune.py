@@ -204,3 +204,24 @@ def test_local_mode_matches_one_ray_train_worker(ray_local, tmp_path):
         assert metrics["world_size"] == 1 and "loader_images_per_s" not in metrics["throughput"]
         curves[workers] = [(r["epoch"], r["train_loss"], r["finetune_loss"]) for r in metrics["curve"]]
     assert len(curves[0]) == 2 and curves[0] == curves[1]
+
+
+def test_stream_ids_are_split_as_from_items_split_them_without_a_python_object_per_row(ray_local):
+    """The stream's row ids are Arrow arrays, one per block (8 bytes a row on the driver), split
+    into the same blocks as `from_items` made of one dict per row: the same batches, the same
+    bytes; the memory estimate counts them."""
+    import ray.data
+
+    from fdsl.platform.train.memory import ID_BYTES, estimate_bytes
+    from fdsl.platform.train.streams import id_rows
+
+    def blocks(ds):
+        return [b["id"].tolist() for b in ds.iter_batches(batch_size=None, batch_format="numpy")]
+
+    for rows, block_rows in ((1000, 96), (7, 3), (5, 64)):
+        items = ray.data.from_items([{"id": i} for i in range(rows)],
+                                    override_num_blocks=max(1, -(-rows // block_rows)))
+        assert blocks(id_rows(rows, block_rows)) == blocks(items)
+    shape = {"params": 10**6, "dim": 192, "depth": 12, "heads": 3, "patch": 16, "prefix": 1}
+    assert estimate_bytes(shape, 8, (224,), 1, stream_rows=50_000_000) - estimate_bytes(shape, 8, (224,), 1) \
+        == ID_BYTES * 50_000_000

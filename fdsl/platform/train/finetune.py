@@ -236,7 +236,8 @@ def prepare_finetune(experiment, weights: str, dataset: str | None,
     shape = check_model_of(spec, data.num_classes)
     loaded = check_weights_fit(spec, data.num_classes) if spec.kind == "run" else None
     plan = FinetunePlan(cfg=cfg, weights=spec, num_classes=data.num_classes, num_train=len(data.train_labels),
-                        run_dir=str(out), memory=Memory(shape, (spec.img_size,)),
+                        run_dir=str(out),
+                        memory=Memory(shape, (spec.img_size,), cfg.images_seen(len(data.train_labels))),
                         extra={"dataset": cfg.dataset, "weights": spec.to_dict(),
                                "head": head_info(spec, data.num_classes), "weights_loaded_tensors": loaded})
     return plan, data

@@ -23,6 +23,9 @@ class Memory:
 
     shape: dict[str, int]
     views: tuple[int, ...]
+    stream_rows: int = 0
+    """Rows of the run's seeded training stream (`streams.id_rows`: ids on the driver and in the
+    object store); 0 for a set read anew each pass."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -219,7 +219,8 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
                          f"(micro batch {cfg.micro_batch_size}); lower the batch or the workers")
     shape = check_model(cfg, num_classes)
     return PretrainPlan(cfg=cfg, num_classes=num_classes, num_images=num_images, run_dir=str(out),
-                        memory=Memory(shape, (cfg.img_size,)))
+                        memory=Memory(shape, (cfg.img_size,),
+                                      cfg.images_seen(num_images) if cfg.pass_copies(num_images) > 1 else 0))
 
 
 def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = False,

@@ -126,7 +126,7 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
 def _check_memory(cfg: WorkersSection, section: str, memory: Memory) -> None:
     shape, views = memory.shape, memory.views
     processes = max(cfg.num_workers, 1)
-    need = estimate_bytes(shape, cfg.micro_batch_size, views, processes)
+    need = estimate_bytes(shape, cfg.micro_batch_size, views, processes, memory.stream_rows)
     crops = f"{len(views)} views of {'/'.join(str(v) for v in sorted(set(views), reverse=True))} px" \
         if len(views) > 1 else f"{views[0]} px"
     model = f"a {shape['params'] / 1e6:.1f}M-parameter ViT, depth {shape['depth']}"

@@ -142,6 +142,11 @@ class ScheduleSection(Config):
     clip_grad: float = 0.0
     """Clip the global gradient norm to this value; 0 disables."""
 
+    def images_seen(self, num_images: int) -> int:
+        """Images the run trains on over a set of `num_images`: total steps x global batch (the rows
+        of its seeded stream, `streams.id_rows`)."""
+        return self.schedule(num_images)["total_steps"] * self.global_batch_size
+
     def peak_lr(self) -> float:
         """The rate the optimizer applies at the end of warm-up (`LRSection.lr`, or a trainer's own
         rule: SSL's `lr_base` per 256 images)."""

@@ -165,7 +165,8 @@ def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike):
     model = SSLModel(architecture=arch, img_size=img_size, patch_size=patch, local_size=local, mean=mean,
                      std=std)
     plan = SSLPlan(cfg=cfg, model=model, num_train=len(data.train_labels), run_dir=str(out),
-                   memory=Memory(shape, (img_size,) * 2 + (local,) * cfg.num_local_crops))
+                   memory=Memory(shape, (img_size,) * 2 + (local,) * cfg.num_local_crops,
+                                 cfg.images_seen(len(data.train_labels))))
     return plan, data
 
 
@@ -180,9 +181,9 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
         connect_checked(cfg, "ssl", address, memory=plan.memory)
         quiet_data()
         write_experiment(out, experiment)
-        rows = cfg.schedule(plan.num_train)["total_steps"] * cfg.global_batch_size
         train_ds = seeded_stream(
-            data.train_images, data.train_labels, num_rows=rows, seed=cfg.seed, augment=multicrop_views,
+            data.train_images, data.train_labels, num_rows=cfg.images_seen(plan.num_train), seed=cfg.seed,
+            augment=multicrop_views,
             batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, img_size=spec.img_size,
             local_size=spec.local_size, num_local=cfg.num_local_crops,
             global_scale_min=cfg.global_crop_scale_min, local_scale_min=cfg.local_crop_scale_min,

@@ -94,20 +94,9 @@ def owned_folder(folder: str | os.PathLike, command: str) -> Iterator[Path]:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            handle.seek(0)
-            try:
-                holder = json.loads(handle.read() or "{}")
-            except json.JSONDecodeError:
-                holder = {}
-            who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
-                   f"`{holder.get('command', '?')}` since {holder.get('since', '?')}")
-            raise FileExistsError(f"{folder}: in use by another fdsl command ({who}); wait for it to "
-                                  "finish, stop it, or choose another folder") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
-        handle.flush()
+            raise FileExistsError(f"{folder}: in use by another fdsl command ({_holder(handle)}); wait for "
+                                  "it to finish, stop it, or choose another folder") from None
+        _write_holder(handle, command)
         yield folder
     finally:
         handle.close()  # releases the lock
@@ -115,6 +104,46 @@ def owned_folder(folder: str | os.PathLike, command: str) -> Iterator[Path]:
             with contextlib.suppress(OSError):
                 (folder / LOCK_FILE).unlink()
                 folder.rmdir()
+
+
+@contextlib.contextmanager
+def waiting_lock(path: Path, command: str, wait_s: float) -> Iterator[None]:
+    """An exclusive `flock` on `path` for the body, waited for up to `wait_s` seconds (polling), its
+    holder written into it; TimeoutError naming the holder after that. A holder that died holds
+    nothing (the kernel releases its lock; on a network file system once the server's lease ends)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"{path}: still held by {_holder(handle)} after {wait_s:.0f} s; if "
+                                       "that process is gone, delete this lock file and resume") from None
+                time.sleep(min(1.0, max(wait_s / 10, 0.01)))
+        _write_holder(handle, command)
+        yield  # closing the file releases the lock
+
+
+def _holder(handle) -> str:
+    """Who holds the lock of `handle`'s file, in words (its last holder's line)."""
+    handle.seek(0)
+    try:
+        holder = json.loads(handle.read() or "{}")
+    except json.JSONDecodeError:
+        holder = {}
+    return (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, "
+            f"`{holder.get('command', '?')}` since {holder.get('since', '?')}")
+
+
+def _write_holder(handle, command: str) -> None:
+    handle.seek(0)
+    handle.truncate()
+    handle.write(json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "command": command,
+                             "since": time.strftime("%Y-%m-%d %H:%M:%S")}) + "\n")
+    handle.flush()
 
 
 MACHINE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import socket
+import time
 
 import pytest
 
-from fdsl.atomic import owned_folder
+from fdsl.atomic import owned_folder, waiting_lock
 from fdsl.cli import main
 
 COMMANDS = {
@@ -41,3 +43,21 @@ def test_a_folder_is_free_again_once_its_holder_is_gone(tmp_path):
         pass
     with owned_folder(tmp_path / "a", "two"):  # released: the next command takes it
         assert json.loads((tmp_path / "a" / ".lock").read_text())["command"] == "two"
+
+
+def test_a_cache_entry_lock_is_waited_for_then_names_its_holder(tmp_path):
+    """A sweep's cache entry: a second trial waits for the first's lock, up to its timeout, then
+    fails naming the holder (a lock left stale on a network file system never hangs a sweep)."""
+    path = tmp_path / "datasets" / ".abc.lock"
+    path.parent.mkdir()
+    with open(path, "a+") as held:
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX)
+        held.write(json.dumps({"pid": 4242, "host": "node-7", "command": "a trial", "since": "then"}) + "\n")
+        held.flush()
+        start = time.monotonic()
+        expected = r"held by pid 4242 on node-7, `a trial` since then after 1 s; if that process is gone"
+        with pytest.raises(TimeoutError, match=expected), waiting_lock(path, "another trial", wait_s=1.0):
+            pass
+        assert 1.0 <= time.monotonic() - start < 3.0
+    with waiting_lock(path, "another trial", wait_s=1.0):  # released: taken at once
+        assert json.loads(path.read_text())["command"] == "another trial"

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import fcntl
 import itertools
 import json
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from fdsl import __version__
-from fdsl.atomic import atomic_write_text
+from fdsl.atomic import atomic_write_text, waiting_lock
 from fdsl.config import apply_overrides
 from fdsl.platform.data.manifest import fingerprint, identity, verify_dataset
 from fdsl.platform.data.shards import file_sha256
@@ -47,19 +46,13 @@ CACHE_FILE = "cache.json"
 """Written last into a cached pre-training run: the sha256 of its weights (a torn run has none)."""
 
 
-@contextlib.contextmanager
-def _locked(path: Path):
-    """An exclusive file lock: trials that need the same data set wait for one generation."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+CACHE_WAIT_S = 3 * 24 * 3600.0
+"""How long a trial waits on another trial's generation or pre-training of the same cache entry
+before it fails naming the holder: a bound for a lock left stale (a node lost while it held the lock
+on a network file system), set far above any run's length, not a limit on the run."""
 
 
-def ensure_dataset(experiment, sweep_dir: Path) -> tuple[Path, bool]:
+def ensure_dataset(experiment, sweep_dir: Path, wait_s: float = CACHE_WAIT_S) -> tuple[Path, bool]:
     """(folder, cache_hit) of the experiment's data set under `sweep_dir/datasets`.
 
     Keyed by the fingerprint of what determines the bytes (generator, version, config, layout);
@@ -68,7 +61,7 @@ def ensure_dataset(experiment, sweep_dir: Path) -> tuple[Path, bool]:
     """
     key = fingerprint(identity(experiment))
     folder = sweep_dir / DATASETS / key
-    with _locked(sweep_dir / DATASETS / f".{key}.lock"):
+    with waiting_lock(sweep_dir / DATASETS / f".{key}.lock", "a sweep trial's data set", wait_s):
         if (folder / "manifest.json").is_file() and verify_dataset(folder).ok:
             return folder, True
         generate(experiment, folder, log=lambda *_: None)
@@ -89,7 +82,8 @@ def count_pretrainings(sweep_dir: str | os.PathLike) -> int:
     return len(read_jsonl(path))
 
 
-def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path, bool]:
+def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path,
+                      wait_s: float = CACHE_WAIT_S) -> tuple[Path, bool]:
     """(run folder, cache_hit) of the pre-training of `experiment` on the data set `data_dir`.
 
     Keyed like the data sets: the hash of the data set's fingerprint, the pretrain section (its seed
@@ -99,7 +93,7 @@ def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path) -> tuple[Path
     key = fingerprint({"dataset": data_dir.name, "pretrain": experiment.pretrain.to_dict(),
                        "fdsl": __version__})
     folder = sweep_dir / PRETRAINS / key
-    with _locked(sweep_dir / PRETRAINS / f".{key}.lock"):
+    with waiting_lock(sweep_dir / PRETRAINS / f".{key}.lock", "a sweep trial's pre-training", wait_s):
         done = folder / CACHE_FILE
         with contextlib.suppress(OSError, ValueError, KeyError):
             if json.loads(done.read_text())["model_sha256"] == file_sha256(folder / "model.safetensors"):

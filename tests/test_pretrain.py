@@ -180,6 +180,7 @@ def _kill_a_train_worker(run_dir, killed: list, stop: threading.Event) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.drill  # a kill-and-recover drill: make test-drills (docs/reliability.md)
 def test_killed_worker_recovers_from_last_checkpoint(ray_local, tmp_path):
     """bf16 + ZeRO-2, the full DeiT recipe, streamed data: a worker dies after checkpoint 10; the
     run restarts from the last registered checkpoint and finishes with every step logged once."""

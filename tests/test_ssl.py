@@ -217,3 +217,21 @@ def test_lightly_center_loss_is_the_cross_entropy_the_sinkhorn_mode_writes_out()
     expected = torch.stack([torch.sum(-q * torch.log_softmax(s, dim=-1), dim=-1).mean()
                             for iq, q in enumerate(targets) for v, s in enumerate(views) if v != iq]).mean()
     torch.testing.assert_close(loss(student, teacher, num_crops=4, teacher_temp=0.04), expected)
+
+
+def test_ssl_lr_is_timms_schedule_in_dinos_shape():
+    """One schedule for every trainer (timm's CosineLRScheduler): for SSL, with `warmup_prefix`, it is
+    DINO's: linear from 0 to lr_base x batch / 256 over the warm-up, then cosine to min_lr."""
+    import math
+
+    from fdsl.platform.train.optim import create_scheduler, dino_optimizer
+    from fdsl.presets import get_preset
+
+    cfg = get_preset("laptop-dino").ssl
+    plan = cfg.schedule(1438)
+    scheduler, _ = create_scheduler(cfg, dino_optimizer(torch.nn.Linear(2, 2), cfg), 1438)
+    peak, warm, total = cfg.peak_lr(), plan["warmup_steps"], plan["total_steps"]
+    for step in range(total + 1):
+        dino = peak * step / warm if step < warm else \
+            cfg.min_lr + (peak - cfg.min_lr) * 0.5 * (1 + math.cos(math.pi * (step - warm) / (total - warm)))
+        assert math.isclose(scheduler._get_lr(step)[0], dino, rel_tol=1e-12, abs_tol=1e-18), step

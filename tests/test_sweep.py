@@ -68,6 +68,7 @@ def test_summary_line_rounds_the_best_metric():
 
 
 @pytest.mark.slow
+@pytest.mark.drill  # a kill-and-resume drill: make test-drills (docs/reliability.md)
 @pytest.mark.timeout(2400)  # 4 trials of pre-training + fine-tuning on 2 CPUs, run twice in part
 def test_asha_sweep_killed_and_resumed(tmp_path):
     """debug-variety: 4 trials (2 data sets x 2 fine-tune lr), ASHA, on the 2 CPUs of this machine.

@@ -145,7 +145,7 @@ class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, LRSectio
 
 
 @dataclasses.dataclass
-@with_defaults(model="", img_size=0, patch_size=0, epochs=200, min_lr=1e-6, warmup_lr=0.0,
+@with_defaults(model="", img_size=0, patch_size=0, epochs=200, min_lr=1e-6, warmup_lr=0.0, warmup_prefix=True,
                warmup_epochs=10.0, weight_decay=0.04, clip_grad=3.0, augment_batch_size=128,
                prefetch_batches=2)
 class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection):

@@ -1,11 +1,13 @@
-"""The optimizers and learning-rate schedules of the three trainers, in one place.
+"""The optimizers and the learning-rate schedule of the three trainers, in one place.
 
-Pre-training and fine-tuning: timm's optimizer (`create_optimizer_v2`: no weight decay on biases
-and norms) and timm's `CosineLRScheduler`, stepped per optimizer step: linear warm-up from
-`warmup_lr` to `lr`, cosine to `min_lr` over `cosine_steps`, then `min_lr` for the cool-down
-(`ScheduleSection.schedule`). SSL (DINO): torch's AdamW on timm's parameter groups and DINO's own
-per-step schedules (`dino_lr`, `cosine`). `lr` is the rate the optimizer applies in every trainer;
-SSL gives its rate as `lr_base` per 256 images, as DINO does (`SSLConfig.peak_lr`).
+One schedule for every trainer: timm's `CosineLRScheduler` (`create_scheduler`), stepped per
+optimizer step: linear warm-up from `warmup_lr` to the peak rate (`peak_lr()`), cosine to `min_lr`
+(over the whole run, or from the warm-up's end with `warmup_prefix`, as DINO has it), then `min_lr`
+for the cool-down (`ScheduleSection.schedule`). Optimizers: timm's (`create_optimizer_v2`: no weight
+decay on biases and norms) for pre-training and fine-tuning, torch's AdamW on timm's parameter
+groups for SSL, whose weight decay and teacher momentum follow DINO's per-step cosine (`cosine`).
+`lr` is the rate the optimizer applies in every trainer; SSL gives its rate as `lr_base` per 256
+images, as DINO does (`SSLConfig.peak_lr`).
 """
 
 from __future__ import annotations
@@ -30,30 +32,22 @@ def create_optimizer(model, cfg):
 
 def create_scheduler(cfg, optimizer, num_images: int) -> tuple[CosineLRScheduler, dict]:
     """timm's warm-up + cosine schedule of `cfg` over a data set of `num_images`, stepped per
-    optimizer step (`step_update`); returns it with the step plan (`cfg.schedule`)."""
+    optimizer step (`step_update`), towards the rate each parameter group starts with (the peak);
+    returns it with the step plan (`cfg.schedule`)."""
     plan = cfg.schedule(num_images)
-    scheduler = CosineLRScheduler(optimizer, t_initial=plan["cosine_steps"], lr_min=cfg.min_lr,
+    cosine_steps = plan["cosine_steps"] - (plan["warmup_steps"] if cfg.warmup_prefix else 0)
+    scheduler = CosineLRScheduler(optimizer, t_initial=max(1, cosine_steps), lr_min=cfg.min_lr,
                                   warmup_t=plan["warmup_steps"], warmup_lr_init=cfg.warmup_lr,
-                                  t_in_epochs=False)
+                                  warmup_prefix=cfg.warmup_prefix, t_in_epochs=False)
     return scheduler, plan
 
 
-def dino_optimizer(model, weight_decay: float):
-    """DINO's AdamW over timm's parameter groups (no weight decay on biases and norms); its lr and
-    weight decay are set every step."""
-    return optim.AdamW(param_groups_weight_decay(model, weight_decay), lr=0.0)
+def dino_optimizer(model, cfg):
+    """DINO's AdamW over timm's parameter groups (no weight decay on biases and norms), at the peak
+    rate (`create_scheduler` steps it); its weight decay is set every step."""
+    return optim.AdamW(param_groups_weight_decay(model, cfg.weight_decay), lr=cfg.peak_lr())
 
 
 def cosine(base: float, final: float, step: int, total: int) -> float:
     """Cosine schedule from `base` at step 0 to `final` at step `total`."""
     return final + (base - final) * 0.5 * (1 + math.cos(math.pi * min(step, total) / max(1, total)))
-
-
-def dino_lr(cfg, step: int, plan: dict) -> float:
-    """DINO's learning rate: linear warm-up from 0 to the peak rate (lr_base x global_batch_size /
-    256), then cosine to min_lr."""
-    peak = cfg.peak_lr()
-    warm = plan["warmup_steps"]
-    if step < warm:
-        return peak * step / warm
-    return cosine(peak, cfg.min_lr, step - warm, plan["total_steps"] - warm)

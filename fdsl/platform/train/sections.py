@@ -135,6 +135,9 @@ class ScheduleSection(Config):
     """Length of the linear warm-up in epochs (converted to optimizer steps)."""
     warmup_steps: int = 0
     """If > 0: the warm-up is this many optimizer steps instead of `warmup_epochs` (VisualAtom: 5,000)."""
+    warmup_prefix: bool = False
+    """False: the cosine spans the whole run and the warm-up replaces its first steps (timm's and
+    DeiT's schedule); True: the cosine starts where the warm-up ends (DINO's)."""
     cooldown_epochs: float = 0.0
     """Epochs at min_lr after the cosine (timm's cooldown: the run is epochs + cooldown_epochs long)."""
     weight_decay: float = 0.05

@@ -47,7 +47,7 @@ from fdsl.platform.train.dino import (
     teacher_temp_at,
 )
 from fdsl.platform.train.evaluators import knn_probe
-from fdsl.platform.train.optim import cosine, dino_lr, dino_optimizer
+from fdsl.platform.train.optim import cosine, create_scheduler, dino_optimizer
 from fdsl.platform.train.plans import PLAN, Memory, SSLModel, SSLPlan
 from fdsl.platform.train.plots import CURVES_PNG, Panel, save_curves
 from fdsl.platform.train.run import (
@@ -86,9 +86,9 @@ def train_func(config: dict[str, Any]) -> None:
     plain = student
     if world > 1:
         student = ray.train.torch.prepare_model(student, move_to_device=False)
-    optimizer = dino_optimizer(plain, cfg.weight_decay)
+    optimizer = dino_optimizer(plain, cfg)
     loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.centering).to(device)
-    schedule = cfg.schedule(num_train)
+    scheduler, schedule = create_scheduler(cfg, optimizer, num_train)  # timm's, DINO's shape
     total = schedule["total_steps"]
     mean, std = spec.mean, spec.std
     scale = torch.tensor([255.0 * s for s in std], device=device).view(1, 3, 1, 1)
@@ -109,10 +109,10 @@ def train_func(config: dict[str, Any]) -> None:
             crops += [batch["local"][:, k] for k in range(batch["local"].shape[1])]
         crops = [c.float().sub_(shift).div_(scale) for c in crops]
         epoch = step * cfg.global_batch_size / num_train
-        lr = dino_lr(cfg, step, schedule)
+        scheduler.step_update(step)
+        lr = optimizer.param_groups[0]["lr"]
         wd = cosine(cfg.weight_decay, cfg.weight_decay_end, step, total)
         for group in optimizer.param_groups:
-            group["lr"] = lr
             if group["weight_decay"] > 0:
                 group["weight_decay"] = wd
         momentum = cosine(cfg.momentum_teacher, 1.0, step, total)

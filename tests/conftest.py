@@ -7,6 +7,7 @@ modules that use Ray are marked `slow`; `make test-fast` runs the others.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -33,6 +34,21 @@ def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `code` in a new Python process (same interpreter and environment)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=os.environ.copy())
+
+
+@contextlib.contextmanager
+def small_disk(path: Path, size: str):
+    """A tmpfs of `size` mounted at `path` (created): a disk that fills up. Root only: the test is
+    skipped where mounting fails."""
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 def run_fdsl(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ work. Marked `drill` (several minutes): `make test-drills`, which `.ci/run` runs
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shlex
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import small_disk
 
 pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 
@@ -165,20 +165,6 @@ def test_quickstart_sigint_names_the_same_command(tmp_path):
                                 lambda: any(out.glob("data/shard-*.parquet")))
     line = stopped_line(err, "quickstart", "SIGINT")
     assert code == 130 and took < 30 and line.endswith(f"continue with: fdsl quickstart --out {out}"), line
-
-
-@contextlib.contextmanager
-def small_disk(path: Path, size: str):
-    """A tmpfs of `size` at `path`: a disk that fills up (root only; skipped elsewhere)."""
-    path.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")

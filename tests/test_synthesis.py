@@ -21,7 +21,7 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import ROOT
+from conftest import ROOT, small_disk
 
 from fdsl.cli import main
 from fdsl.generators import build_generator
@@ -219,22 +219,9 @@ def test_unwritable_location_is_a_clear_error(tmp_path):
         generate(get_preset("debug-fractaldb", FAST), tmp_path / "file" / "data")
 
 
-@contextlib.contextmanager
-def _tiny_tmpfs(path, size: str):
-    path.mkdir()
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here: {res.stderr.strip()}")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a full file system needs root")
 def test_full_disk_leaves_no_partial_shard(ray_local, tmp_path):
-    with _tiny_tmpfs(tmp_path / f"full-{uuid.uuid4().hex[:6]}", "20k") as disk:
+    with small_disk(tmp_path / f"full-{uuid.uuid4().hex[:6]}", "20k") as disk:
         with pytest.raises(OSError, match="No space left on device.*run the same command to resume"):
             generate(get_preset("debug-fractaldb", FAST), disk / "data", num_cpus=1)
         files = sorted(p.name for p in (disk / "data").iterdir())

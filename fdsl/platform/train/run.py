@@ -187,9 +187,10 @@ def fit(train_func, plan, cfg: WorkersSection, out: Path, datasets: dict, *,
 def _fit(trainer: TorchTrainer, local_mode: bool):
     """`trainer.fit()`; a worker group's from a thread of its own, so that Ray Train installs no
     SIGINT handler of its own (it does in the main thread, and then exits 0 on Ctrl-C) and the
-    command's (`fdsl.platform.interrupt`) stays. On `Interrupted`, this command's Ray connection ends
-    (the controller and workers it owns stop) before anything in the run folder is touched. A
-    local-mode loop runs here, in this thread: the signal reaches it directly."""
+    command's (`fdsl.platform.interrupt`) stays. On `Interrupted` (or a notebook's
+    KeyboardInterrupt), this command's Ray connection ends (the controller and workers it owns
+    stop) before anything in the run folder is touched. A local-mode loop runs here, in this
+    thread: the signal reaches it directly."""
     if local_mode:
         return trainer.fit()
     box: dict[str, Any] = {}
@@ -205,7 +206,7 @@ def _fit(trainer: TorchTrainer, local_mode: bool):
     try:
         while thread.is_alive():
             thread.join(0.5)
-    except Interrupted:
+    except (Interrupted, KeyboardInterrupt):  # KeyboardInterrupt: a notebook's stop, outside the CLI
         release()  # the workers stop writing into the run folder
         thread.join(30.0)
         raise

@@ -217,11 +217,10 @@ def _check_snapshot(train: Path) -> None:
     path = train / SNAPSHOT_FILE
     if not path.is_file():
         return
-    try:
-        state = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ValueError(f"--resume: {path} is not Ray Train's checkpoint snapshot (not JSON); start the "
-                         "run anew in another --out") from None
+    state = _read_snapshot(path)
+    if state is None:  # after `repair_checkpoints` only a file that appeared since can be unreadable
+        raise ValueError(f"--resume: {path} is not Ray Train's checkpoint snapshot (not a JSON object); "
+                         "start the run anew in another --out")
     for name in _dir_names(state):
         if not (isinstance(name, str) and Path(name).name == name and name.startswith("checkpoint_")
                 and (train / name).is_dir()):

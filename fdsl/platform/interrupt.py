@@ -3,7 +3,8 @@
 While a command runs (`catching`), SIGINT (a terminal's Ctrl-C, sent to the whole process group)
 and SIGTERM (what `kill`, a batch scheduler or a spot preemption sends) end it the same way:
 
-1. The first signal raises `Interrupted` in the main thread, wherever it is, or, inside a
+1. The first signal raises `Interrupted` in the main thread, wherever it is (after the import it
+   arrived in, if any: see `_handler`), or, inside a
    `graceful(stop)` block, calls `stop()` instead, which asks the running work to wind down
    (a sweep: Tune's own stop, which saves its state one last time). Further signals are ignored
    while the command winds down: a second Ctrl-C can no longer tear what is being saved.
@@ -22,12 +23,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_state: dict = {"active": False, "received": None, "stop": None}
+_state: dict = {"active": False, "received": None, "stop": None, "deferred": None}
+
+IMPORT_FRAMES = "<frozen importlib._bootstrap"
+"""Frames of Python's import machinery: a signal that arrives while a module's code runs under them
+waits until the import is done (see `_handler`)."""
 
 
 class Interrupted(BaseException):
@@ -48,9 +55,36 @@ class Interrupted(BaseException):
         return 128 + self.signum
 
 
+def _importing(frame) -> bool:
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(IMPORT_FRAMES):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def _resend_after_import() -> None:
+    """Send the deferred signal to the main thread whenever it is out of every import, until the
+    handler has taken it (a thread of its own; resending is harmless: one signal is handled)."""
+    main = threading.main_thread().ident
+    while _state["active"] and (signum := _state["deferred"]) is not None:
+        if not _importing(sys._current_frames().get(main)):
+            signal.pthread_kill(main, signum)
+        time.sleep(0.05)
+
+
 def _handler(signum, frame) -> None:
     if _state["received"] is not None:
         return  # already winding down: nothing may tear what is being saved
+    if _importing(frame):
+        # An exception raised inside an import leaves half-initialised modules behind (torch's
+        # `sympy.logic` missing, say), and what runs next fails on them: the signal comes back once
+        # the import is done (imports take seconds at most).
+        if _state["deferred"] is None:
+            _state["deferred"] = signum
+            threading.Thread(target=_resend_after_import, daemon=True, name="fdsl-resend").start()
+        return
+    _state["deferred"] = None
     _state["received"] = signum
     if _state["stop"] is not None and _state["stop"]():
         return  # the work winds down; its caller raises Interrupted once it has
@@ -79,12 +113,12 @@ def catching() -> Iterator[None]:
     before = {sig: signal.getsignal(sig) for sig in SIGNALS}
     tune_env = os.environ.get("TUNE_DISABLE_SIGINT_HANDLER")
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
-    _state.update(active=True, received=None, stop=None)
+    _state.update(active=True, received=None, stop=None, deferred=None)
     reinstall()
     try:
         yield
     finally:
-        _state.update(active=False, stop=None)
+        _state.update(active=False, stop=None, deferred=None)
         for sig, handler in before.items():
             signal.signal(sig, handler)
         if tune_env is None:

@@ -59,6 +59,10 @@ def atomic_path(path: str | os.PathLike, *, fsync: bool = True) -> Iterator[Path
             finally:
                 os.close(fd)
         os.replace(tmp, final)
+    except OSError as err:  # a write() that hit a full disk names no file: this one is `path`
+        if err.errno in MACHINE_ERRNOS and not err.filename:
+            raise OSError(err.errno, err.strerror, str(final)) from err
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -158,7 +162,7 @@ def machine_error(err: BaseException, out=None) -> str | None:
         return None
     where = found.filename or out or "the output folder"
     return (f"{found.strerror} writing {where}; free space there or make it writable (what is complete "
-            "is kept: see docs/reliability.md), or choose another --out")
+            "is kept: see docs/reliability.md)" + (", or choose another --out" if out else ""))
 
 
 def _machine_oserror(err: BaseException, depth: int = 0) -> OSError | None:

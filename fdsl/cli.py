@@ -126,21 +126,20 @@ def add_pretrain_arguments(p: argparse.ArgumentParser) -> None:
     _add_set(p)
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last checkpoint (--set may extend it); "
-                        "checkpoint files that would run code when loaded are refused")
+    _add_resume(p, " (--set may extend it)")
+
+
+def _add_resume(p: argparse.ArgumentParser, extend: str = "") -> None:
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest "
+                   f"checkpoint{extend}; checkpoint files that would run code when loaded are refused")
     _add_verbose(p)
 
 
 def cmd_pretrain(args) -> int:
-    from fdsl.experiment import load_run_experiment
     from fdsl.platform.train.pretrain import pretrain
-    from fdsl.presets import get_preset
+    from fdsl.presets import preset_or_run
 
-    if args.resume:
-        experiment = load_run_experiment(args.out, args.preset, args.overrides)
-    else:
-        experiment = get_preset(args.preset, args.overrides)
+    experiment = preset_or_run(args.preset, args.overrides, args.out, args.resume)
     summary = pretrain(experiment, args.data, args.out, resume=args.resume, address=args.address)
     loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
     print(f"pretrain: {summary['steps']} steps, loss {loss}, {summary['images_per_s']:.1f} images/s, "
@@ -178,15 +177,15 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
                         "timm:<name> (timm's weights, from the local cache only)")
     p.add_argument("--out", required=True, help="run folder: metrics.json, confusion.png, model.safetensors")
     _add_target_arguments(p, "finetune")
-    _add_verbose(p)
+    _add_resume(p, " (the same weights and settings)")
 
 
 def cmd_finetune(args) -> int:
     from fdsl.platform.train.finetune import finetune
-    from fdsl.presets import get_preset
+    from fdsl.presets import preset_or_run
 
-    experiment = get_preset(args.preset, _target_overrides(args, "finetune"))
-    finetune(experiment, args.weights, args.dataset, args.out, address=args.address)
+    experiment = preset_or_run(args.preset, _target_overrides(args, "finetune"), args.out, args.resume)
+    finetune(experiment, args.weights, args.dataset, args.out, address=args.address, resume=args.resume)
     return 0
 
 
@@ -195,15 +194,15 @@ def add_ssl_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("preset", help="a preset with an ssl section (e.g. debug-dino, dino-small-data)")
     p.add_argument("--out", required=True, help="run folder: metrics.jsonl, model.safetensors + config.json")
     _add_target_arguments(p, "ssl")
-    _add_verbose(p)
+    _add_resume(p, " (the same settings)")
 
 
 def cmd_ssl(args) -> int:
     from fdsl.platform.train.ssl import ssl
-    from fdsl.presets import get_preset
+    from fdsl.presets import preset_or_run
 
-    experiment = get_preset(args.preset, _target_overrides(args, "ssl"))
-    ssl(experiment, args.dataset, args.out, address=args.address)
+    experiment = preset_or_run(args.preset, _target_overrides(args, "ssl"), args.out, args.resume)
+    ssl(experiment, args.dataset, args.out, address=args.address, resume=args.resume)
     return 0
 
 

@@ -4,9 +4,10 @@
 `report_interrupted`):
 
     generate    the shards rendered so far (the journal)    the same command again
-    pretrain    the newest checkpoint (worker runs)          the same command with --resume
-    finetune    nothing (fine-tuning keeps no checkpoint)    the same command again (from epoch 0)
-    ssl         nothing (SSL keeps no checkpoint)            the same command again (from epoch 0)
+    pretrain    the newest checkpoint                        the same command with --resume
+    finetune    the newest checkpoint (every evaluation)     the same command with --resume
+    ssl         the newest checkpoint (ssl.checkpoint_every)  the same command with --resume
+    (pretrain, finetune, ssl before their first checkpoint: nothing; the same command again)
     sweep       the finished trials and Tune's state         the same command with --resume
     quickstart  its finished steps' folders                  the same command again
 """
@@ -36,13 +37,11 @@ def kept_and_next(command: str, out: Path) -> tuple[str, bool]:
         except ValueError:
             entries = {}
         return f"kept {len(entries)} rendered shards in {out}", False
-    if command == "pretrain":
+    if command in ("pretrain", "finetune", "ssl"):
         step = newest_checkpoint_step(out) if (out / EXPERIMENT_FILE).is_file() else None
         if step is None:
             return "no checkpoint was written yet (the folder is free again)", False
         return f"kept the checkpoint of step {step} in {out}/train", True
-    if command in ("finetune", "ssl"):
-        return f"{command} keeps no checkpoint: it starts again from epoch 0", False
     if command == "sweep":
         finished = len(read_jsonl(out / COMPLETIONS)) if (out / COMPLETIONS).is_file() else 0
         state = "Tune's state" if (out / TUNE_NAME).is_dir() else "no Tune state yet"

@@ -1,10 +1,12 @@
 """Interruption drills (docs/reliability.md): real `fdsl` processes, real signals, debug size.
 
-Each command runs in a process group of its own, as a terminal runs it; SIGINT (what Ctrl-C sends to
-the whole group) or SIGTERM (what `kill`, a scheduler or a spot preemption sends) goes to the group at
-a chosen moment. The contract: the command stops within seconds, prints one line saying what it kept
-and the exact command that continues it, exits 130 / 143, and the command it names finishes the
-work. Marked `drill` (several minutes): `make test-drills`, which `.ci/run` runs after `make test`.
+Each command runs in a process group of its own, as a terminal runs it; at a chosen moment SIGINT
+goes to the whole group (what Ctrl-C sends) or SIGTERM to the command (what `kill PID`, Kubernetes or
+a spot preemption sends; a SIGTERM to the whole group also ends the local Ray's own processes, which
+block only SIGINT: docs/reliability.md). The contract: the command stops within seconds, prints one
+line saying what it kept and the exact command that continues it, exits 130 / 143, and the command it
+names finishes the work. Marked `drill` (several minutes): `make test-drills`, which `.ci/run` runs
+after `make test`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,8 +30,8 @@ FDSL = str(Path(sys.executable).parent / "fdsl")
 
 
 def interrupt(argv: list[str], sig: int, ready, timeout: float = 400) -> tuple[int, str, float]:
-    """Run `fdsl argv`; once `ready()` holds, send `sig` to its process group. Returns (exit code,
-    stderr, seconds from the signal to the exit)."""
+    """Run `fdsl argv`; once `ready()` holds, send `sig` (SIGINT: to its process group, SIGTERM: to the
+    command). Returns (exit code, stderr, seconds from the signal to the exit)."""
     proc = subprocess.Popen([FDSL, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + timeout
@@ -36,7 +39,7 @@ def interrupt(argv: list[str], sig: int, ready, timeout: float = 400) -> tuple[i
         time.sleep(0.1)
     assert proc.poll() is None, f"finished before the signal: {proc.communicate()[1][-2000:]}"
     sent = time.monotonic()
-    os.killpg(proc.pid, sig)
+    (os.killpg if sig == signal.SIGINT else os.kill)(proc.pid, sig)
     _, err = proc.communicate(timeout=120)
     return proc.returncode, err, time.monotonic() - sent
 
@@ -83,25 +86,36 @@ def test_pretrain_sigint_mid_step_and_a_cut_snapshot_then_resume_finishes_every_
     assert len(resumed) == 1 and resumed[0]["step"] >= 20
 
 
-def test_local_mode_pretrain_sigterm_frees_the_folder_and_the_same_command_finishes(tmp_path):
-    """A laptop-style run (num_workers=0: the loop in the command's process, no checkpoints):
-    SIGTERM mid-step stops it in seconds; the folder is free again and the same command finishes."""
+def test_local_mode_pretrain_sigterm_then_resume_from_its_checkpoint(tmp_path):
+    """A laptop-style run (num_workers=0: the loop in the command's process; its checkpoints are
+    fdsl's own, renamed into place whole): SIGTERM mid-step stops it in seconds, the line names the
+    newest checkpoint and `--resume`; a checkpoint write that was cut is removed, and the resumed run
+    continues from that checkpoint to the end, every step logged once."""
     out = tmp_path / "run"
     argv = ["pretrain", "debug-vit", "--data", "stream", "--out", str(out), "--set", "pretrain.max_steps=150",
             "--set", "pretrain.num_workers=0", "--set", "pretrain.use_deepspeed=false",
-            "--set", "pretrain.zero_stage=0"]
-    code, err, took = interrupt(argv, signal.SIGTERM, lambda: rows(out / "metrics.jsonl") >= 10)
+            "--set", "pretrain.zero_stage=0", "--set", "pretrain.checkpoint_every=20"]
+    code, err, took = interrupt(argv, signal.SIGTERM, lambda: rows(out / "metrics.jsonl") >= 50)
     line = stopped_line(err, "pretrain", "SIGTERM")
-    assert code == 143 and took < 30 and "no checkpoint was written yet" in line, (code, took, line)
-    assert not (out / "experiment.json").exists() and not (out / "metrics.jsonl").exists()
+    assert code == 143 and took < 30, (code, took, line)
+    kept = int(line.split("kept the checkpoint of step ", 1)[1].split()[0])
+    assert kept >= 40 and line.endswith("--resume"), line
+    (out / "train" / f".checkpoint_{kept + 20:09d}.staging").mkdir()  # as a stop mid-write leaves it
     done = continue_with(line)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert rows(out / "metrics.jsonl") == 150
+    assert "a checkpoint write that was cut" in done.stderr
+    steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 151))
+    resumed = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines() if '"resume"' in x]
+    assert [r["step"] for r in resumed] == [kept]
+    assert sorted(p.name for p in (out / "train").glob("*checkpoint_0*")) == [
+        "checkpoint_000000120", "checkpoint_000000140"]  # keep_checkpoints=2, no staging left
 
 
 def test_sweep_sigint_mid_trial_writes_no_report_and_resume_finishes(tmp_path):
     """Ctrl-C while a trial runs: Tune saves its state, no report is written (a stopped sweep never
-    looks final), exit 130; the printed `--resume` finishes every trial and writes the report."""
+    looks final), exit 130; the printed `--resume` finishes every trial and writes the report. Then
+    (root only) the report is written again on a full disk (`report_on_a_full_disk`)."""
     out = tmp_path / "sweep"
     code, err, took = interrupt(["sweep", "debug-variety", "--out", str(out)], signal.SIGINT,
                                 lambda: any(out.glob("trials/*/trial.json")))
@@ -112,6 +126,25 @@ def test_sweep_sigint_mid_trial_writes_no_report_and_resume_finishes(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     statuses = [json.loads(p.read_text())["status"] for p in out.glob("trials/*/trial.json")]
     assert (out / "report.html").is_file() and statuses == ["done"] * 4, statuses
+    if os.geteuid() == 0:
+        report_on_a_full_disk(out, tmp_path / "disk")
+
+
+def report_on_a_full_disk(sweep: Path, mount: Path) -> None:
+    """`fdsl report` on a copy of the finished sweep on a disk then filled up: exit 2, one line
+    naming the file it could not write, and the report that was there is kept byte for byte."""
+    size = sum(p.stat().st_size for p in sweep.rglob("*") if p.is_file())
+    with small_disk(mount, f"{2 * size // 2**20 + 8}m") as disk:
+        copy = disk / "sweep"
+        shutil.copytree(sweep, copy, ignore=shutil.ignore_patterns("logs"))
+        before = (copy / "report.html").read_bytes()
+        stat = os.statvfs(disk)
+        (disk / "filler").write_bytes(bytes(stat.f_bavail * stat.f_frsize - 8192))
+        res = subprocess.run([FDSL, "report", str(copy)], capture_output=True, text=True, timeout=300)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr[-2000:]
+        assert res.stderr.startswith(f"fdsl report: error: No space left on device writing {copy}/"), \
+            res.stderr
+        assert (copy / "report.html").read_bytes() == before
 
 
 def test_generate_sigterm_then_the_same_command_gives_the_same_data_set(tmp_path):
@@ -132,18 +165,38 @@ def test_generate_sigterm_then_the_same_command_gives_the_same_data_set(tmp_path
     assert digest[0] == digest[1]
 
 
+RESUMED = {  # a run to stop and resume: (argv, rows of metrics.jsonl before the signal)
+    "finetune": (["finetune", "debug-finetune", "--weights", "scratch", "--set", "finetune.epochs=8"], 3),
+    "ssl": (["ssl", "debug-dino", "--set", "ssl.epochs=4", "--set", "ssl.num_workers=0",
+             "--set", "ssl.checkpoint_every=1"], 30),
+}
+
+
 @pytest.mark.parametrize("command,sig", [("finetune", signal.SIGINT), ("ssl", signal.SIGTERM)])
-def test_finetune_and_ssl_stop_cleanly_and_start_again(tmp_path, command, sig):
-    """Fine-tuning and SSL keep no checkpoint: stopped mid-run they leave the folder free (nothing
-    half-written where the results go) and the line says the same command starts again."""
+def test_finetune_and_ssl_stop_then_resume_from_their_checkpoint(tmp_path, command, sig):
+    """Fine-tuning (2 Ray Train workers, a checkpoint at every evaluation) and SSL (local mode, a
+    checkpoint every epoch) stopped mid-run: nothing half-written where the results go, the line
+    names the newest checkpoint and `--resume`, which finishes the run, every row logged once."""
     out = tmp_path / "run"
-    argv = {"finetune": ["finetune", "debug-finetune", "--weights", "scratch", "--out", str(out),
-                         "--set", "finetune.epochs=200"],
-            "ssl": ["ssl", "debug-dino", "--out", str(out), "--set", "ssl.epochs=60"]}[command]
-    code, err, took = interrupt(argv, sig, lambda: rows(out / "metrics.jsonl") >= 1)
+    argv, before = RESUMED[command]
+    code, err, took = interrupt([*argv, "--out", str(out)], sig,
+                                lambda: rows(out / "metrics.jsonl") >= before)
     line = stopped_line(err, command, signal.Signals(sig).name)
-    assert code == 128 + sig and took < 30 and "starts again from epoch 0" in line, (code, took, line)
-    assert not any((out / name).exists() for name in ("metrics.json", "model.safetensors", "experiment.json"))
+    assert code == 128 + sig and took < 30 and line.endswith("--resume"), (code, took, line)
+    assert not any((out / name).exists() for name in ("metrics.json", "model.safetensors"))
+    kept = int(line.split("kept the checkpoint of step ", 1)[1].split()[0])
+    done = continue_with(line)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logged = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    events = [json.loads(x) for x in (out / "events.jsonl").read_text().splitlines()]
+    assert [(e["event"], e["step"]) for e in events] == [("start", 0), ("resume", kept)]
+    assert logged == sorted(set(logged)) and logged[-1] == events[0]["total_steps"], logged
+    assert (out / "model.safetensors").is_file()
+    if command == "finetune":  # a row per epoch, in metrics.jsonl and in the summary's curve
+        curve = json.loads((out / "metrics.json").read_text())["curve"]
+        assert len(logged) == 8 and [r["epoch"] for r in curve] == list(range(1, 9))
+    else:  # a row per step
+        assert logged == list(range(1, len(logged) + 1))
 
 
 def test_a_signal_while_ray_starts_stops_the_command(tmp_path):

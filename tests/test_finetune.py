@@ -141,6 +141,26 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_resume_refusals_exit_2_with_one_line(tmp_path):
+    """`--resume` continues the same run only: no run there, other settings, or a finished run are
+    refused before Ray starts, in one line naming what differs; nothing in the folder changes."""
+    out = tmp_path / "run"
+    argv = ("finetune", "debug-finetune", "--weights", "scratch", "--out", str(out), "--resume")
+
+    def refused(expected: str, *extra: str) -> None:
+        result = run_fdsl(*argv, *extra)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert expected in result.stderr, result.stderr
+
+    refused("no run to resume")
+    out.mkdir()
+    (out / "experiment.json").write_text(json.dumps(get_preset("debug-finetune").to_dict()))
+    refused("finetune.lr: got 0.5, expected", "--set", "finetune.lr=0.5")
+    (out / "metrics.json").write_text("{}")
+    refused("the run is finished (metrics.json is there)")
+    assert sorted(p.name for p in out.iterdir()) == ["experiment.json", "metrics.json"]
+
+
 # --- Ray Train runs ------------------------------------------------------------------------------
 def test_linear_probe_from_fdsl_weights_with_deepspeed(ray_local, tmp_path):
     """8-class weights -> 10-class digits: new head, reported; the backbone stays frozen bit for bit."""

@@ -280,8 +280,9 @@ def test_a_late_failure_does_not_block_the_folder(ray_local, tmp_path):
 def test_plain_torch_engine_resumes_and_local_mode_matches_a_worker(data, tmp_path, capsys):
     """use_deepspeed=false: the plain torch engine. A one-worker run checkpoints (one tensor file,
     loaded with weights_only) and a resumed longer run continues from it; the same config in Ray
-    Train's local mode (num_workers=0: the loop in this process, no checkpoints) logs the same losses
-    step for step, and refuses --resume."""
+    Train's local mode (num_workers=0: the loop in this process) logs the same losses step for step,
+    writes its own checkpoints (renamed into place whole, listed in a snapshot of Ray's schema) and
+    resumes from them."""
     plain = [*EASY, "pretrain.use_deepspeed=false", "pretrain.zero_stage=0", "pretrain.threads_per_worker=1",
              "pretrain.checkpoint_every=4", "pretrain.cpus_per_worker=0.5"]
     worker = get_preset("debug-vit", [*plain, "pretrain.num_workers=1", "pretrain.max_steps=8"])
@@ -299,10 +300,14 @@ def test_plain_torch_engine_resumes_and_local_mode_matches_a_worker(data, tmp_pa
     summary = pretrain(local, str(data), tmp_path / "local")
     assert [r["loss"] for r in read_metrics(tmp_path / "local")] == \
         [r["loss"] for r in read_metrics(tmp_path / "worker")][:8]
-    assert not (tmp_path / "local" / "train").exists() or not _ray_checkpoints(tmp_path / "local")
+    assert [c.name for c in _ray_checkpoints(tmp_path / "local")] == ["checkpoint_000000004"]  # not the end's
     assert load_pretrained(summary["model"]).get_classifier().out_features == 8
-    with pytest.raises(ValueError, match="local-mode run .* keeps no checkpoints"):
-        pretrain(local, str(data), tmp_path / "local", resume=True)
+    longer_local = get_preset("debug-vit", [*plain, "pretrain.num_workers=0", "pretrain.max_steps=12"])
+    pretrain(longer_local, str(data), tmp_path / "local", resume=True)
+    assert [r["step"] for r in read_metrics(tmp_path / "local")] == list(range(1, 13))
+    assert [e["step"] for e in _events(tmp_path / "local") if e["event"] == "resume"] == [4]
+    assert [c.name for c in _ray_checkpoints(tmp_path / "local")] == ["checkpoint_000000004",
+                                                                      "checkpoint_000000008"]
 
 
 def test_placement_groups_are_released_and_watched(trained):

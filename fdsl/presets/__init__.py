@@ -10,6 +10,6 @@ that shows the FDSL effect on a 2-core machine in minutes (measured in docs/fine
 from __future__ import annotations
 
 from fdsl.presets import data, laptop, training  # noqa: F401  (registers their presets)
-from fdsl.presets.registry import PRESETS, get_preset, preset, preset_names, preset_summary
+from fdsl.presets.registry import PRESETS, get_preset, preset, preset_names, preset_or_run, preset_summary
 
-__all__ = ["PRESETS", "get_preset", "preset", "preset_names", "preset_summary"]
+__all__ = ["PRESETS", "get_preset", "preset", "preset_names", "preset_or_run", "preset_summary"]

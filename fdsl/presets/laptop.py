@@ -34,7 +34,7 @@ def _laptop(data: Experiment, norm_mean: float, norm_std: float) -> Experiment:
         global_batch_size=64, max_steps=3000, lr=2e-3, min_lr=1e-5, warmup_epochs=5, weight_decay=0.05,
         precision="fp32", use_deepspeed=False, zero_stage=0, num_workers=0, augment_cpus=1.0,
         augment_batch_size=512, repeated_aug=1, mixup=0.0, cutmix=0.0, randaugment="", random_erasing=0.0,
-        label_smoothing=0.1, crop_scale_min=0.8, min_pass_images=1_000_000, checkpoint_every=10**9,
+        label_smoothing=0.1, crop_scale_min=0.8, min_pass_images=1_000_000, checkpoint_every=500,
         report_every=500)
     data.finetune = FinetuneConfig(
         dataset="digits", samples_per_class=10, epochs=100, global_batch_size=32, optimizer="adamw", lr=1e-3,

@@ -12,7 +12,10 @@ import importlib
 import json
 import os
 import random
+import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +31,8 @@ from fdsl.schema import read_jsonl
 
 CKPT_TAG = "state"
 """The engine's tag (sub-folder) of the state inside each Ray checkpoint folder."""
+KEEP_CHECKPOINTS = 2
+"""Checkpoints a fine-tuning or SSL run keeps (pre-training: `pretrain.keep_checkpoints`)."""
 SNAPSHOT_FILE = "checkpoint_manager_snapshot.json"
 """Ray Train's list of a run's checkpoints (in `train/`), which a resume loads them by."""
 TORN = "torn"
@@ -57,14 +62,84 @@ def load_rng(directory: Path, rank: int) -> None:
         torch.cuda.set_rng_state(state["cuda"])
 
 
-def save_checkpoint(engine, scheduler, plan: dict, step: int, rank: int, world: int, metrics: dict) -> None:
-    """DeepSpeed state + this rank's RNG, reported to Ray Train from every rank (one merged folder)."""
-    with tempfile.TemporaryDirectory(prefix="fdsl-ckpt-") as d:
-        engine.save_checkpoint(d, tag=CKPT_TAG, client_state={
-            "step": step, "scheduler": scheduler.state_dict(), "schedule": plan, "world_size": world})
-        save_rng(Path(d), rank)
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
-                         checkpoint_dir_name=f"checkpoint_{step:09d}")
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint_{step:09d}"
+
+
+def save_checkpoint(cfg, run_dir: str | None, write_state: Callable[[Path], None], step: int, rank: int,
+                    metrics: dict, keep: int) -> bool:
+    """A training loop's checkpoint: `write_state(folder)` writes the trainer's state into a folder
+    (the engine's files, or a trainer's own `STATE_FILE` under `CKPT_TAG`), this rank's RNG beside it.
+    Returns whether `metrics` went to Ray Train with it (else the caller reports them).
+
+    Worker runs: every rank reports its folder to Ray Train with `metrics` (one merged
+    `train/checkpoint_N`, listed in Ray's snapshot). Local mode (`cfg.local_mode`; Ray Train keeps no
+    checkpoints there; none without a `run_dir`): written under a staging name and renamed whole into
+    `train/checkpoint_N`, then listed in a snapshot of Ray's schema (rewritten atomically) and the
+    oldest beyond `keep` deleted. A stop at any moment leaves the previous checkpoint as it was."""
+    if not cfg.local_mode:
+        with tempfile.TemporaryDirectory(prefix="fdsl-ckpt-") as d:
+            write_state(Path(d))
+            save_rng(Path(d), rank)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d),
+                             checkpoint_dir_name=checkpoint_name(step))
+        return True
+    if not run_dir:
+        return False
+    train = Path(run_dir) / TRAIN_NAME
+    final = train / checkpoint_name(step)
+    staging = train / f".{final.name}.staging"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    write_state(staging)
+    save_rng(staging, 0)
+    shutil.rmtree(final, ignore_errors=True)  # a step written again after a resume from an older one
+    os.replace(staging, final)
+    folders = sorted(p for p in train.glob("checkpoint_*") if p.is_dir())
+    _write_snapshot(Path(run_dir), folders[-keep:])
+    for old in folders[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return False
+
+
+def restore_checkpoint(cfg, run_dir: str | None, read_state: Callable[[Path], dict | None], rank: int,
+                       world: int) -> dict | None:
+    """The client state of the run's newest checkpoint, once `read_state(folder)` has loaded the
+    trainer's state from it (returning the client state) and this rank's RNG is restored; None: a new
+    run. Worker runs: the checkpoint Ray Train hands the worker group; local mode: the newest one
+    Ray's snapshot in `run_dir` lists (`save_checkpoint` wrote it)."""
+    if cfg.local_mode:
+        step = newest_checkpoint_step(Path(run_dir)) if run_dir else None
+        checkpoint = None if step is None else \
+            ray.train.Checkpoint.from_directory(str(Path(run_dir) / TRAIN_NAME / checkpoint_name(step)))
+    else:
+        checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as d:
+        client = read_state(Path(d))
+        if client is None or client["world_size"] != world:
+            raise RuntimeError(f"checkpoint {checkpoint.path} was written by "
+                               f"{client and client['world_size']} workers, this run has {world}")
+        load_rng(Path(d), rank)
+    return client
+
+
+def drop_checkpoints(out: Path) -> None:
+    """After a fine-tuning or SSL run finished: its checkpoints (`train/`) go, they resume nothing now."""
+    shutil.rmtree(out / TRAIN_NAME, ignore_errors=True)
+
+
+def save_state(folder: Path, client: dict, **state) -> None:
+    """A trainer's own checkpoint file (trainers without an engine, e.g. SSL): `state` (models',
+    optimizers' state dicts) and the client state, read back by `load_state` with weights_only."""
+    (folder / CKPT_TAG).mkdir(parents=True, exist_ok=True)
+    torch.save({**state, "client": client}, folder / CKPT_TAG / STATE_FILE)
+
+
+def load_state(folder: Path) -> dict:
+    """What `save_state` wrote (tensors only, on the CPU)."""
+    return torch.load(folder / CKPT_TAG / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def repair_checkpoints(out: Path, world: int) -> list[str]:
@@ -82,6 +157,9 @@ def repair_checkpoints(out: Path, world: int) -> list[str]:
     folders = sorted(p for p in train.glob("checkpoint_*") if p.is_dir())
     snapshot = train / SNAPSHOT_FILE
     notes: list[str] = []
+    for staging in sorted(train.glob(".checkpoint_*.staging")):  # a local-mode write that was cut
+        shutil.rmtree(staging)
+        notes.append(f"{staging.name}: a checkpoint write that was cut (never renamed into place); removed")
     state = _read_snapshot(snapshot)
     if state is not None:
         _check_snapshot(train)  # a crafted name is refused before anything moves
@@ -158,6 +236,44 @@ def newest_checkpoint_step(out: Path) -> int | None:
     steps = [int(n.rpartition("_")[2]) for n in _dir_names(state or {})
              if isinstance(n, str) and n.rpartition("_")[2].isdigit()]
     return max(steps, default=None)
+
+
+def check_same_run(out: str | os.PathLike, experiment, finished: str) -> Path:
+    """The absolute run folder a `--resume` of fine-tuning or SSL continues: it holds a run of this
+    very experiment (only pre-training may extend itself) that has not written `finished` yet."""
+    out = Path(out).absolute()
+    path = out / EXPERIMENT_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{out}: no run to resume ({EXPERIMENT_FILE} missing); start it without "
+                                "--resume")
+    if (out / finished).exists():
+        raise FileExistsError(f"{out}: the run is finished ({finished} is there); nothing to resume")
+    saved, want = _leaves(json.loads(path.read_text())), _leaves(experiment.to_dict())
+    for key in sorted(saved.keys() | want.keys()):
+        if saved.get(key) != want.get(key):
+            raise ValueError(f"{key}: got {want.get(key)!r}, expected {saved.get(key)!r} as in the run being "
+                             f"resumed ({path}); resume with the run's own settings, or start a new run")
+    return out
+
+
+def _leaves(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_leaves(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def resume_checked(out: Path, world: int, command: str) -> int:
+    """Before a `--resume` loads anything (the folder held): cut writes repaired (`repair_checkpoints`,
+    one stderr line each), crafted files refused (`check_checkpoints`); returns the step of the
+    newest checkpoint (0: none, the run starts from its beginning)."""
+    for note in repair_checkpoints(out, world):
+        print(f"{command}: {note}", file=sys.stderr)
+    check_checkpoints(out)
+    return newest_checkpoint_step(out) or 0
 
 
 def check_resume(out: Path, experiment) -> None:

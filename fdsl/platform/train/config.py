@@ -212,6 +212,9 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
     """AdamW weight decay at the end (raised from weight_decay on a cosine schedule)."""
     freeze_last_layer_epochs: int = 1
     """Epochs during which the head's last layer gets no update (DINO)."""
+    checkpoint_every: int = 10
+    """Keep a checkpoint (student, teacher, centre, optimizer, schedule, RNG) every N epochs, the last
+    two; `fdsl ssl --resume` continues from the newest."""
 
     inherits_backbone = True
 
@@ -243,3 +246,4 @@ class SSLConfig(BackboneSection, ScheduleSection, TargetSection, WorkersSection)
         self._check_range("weight_decay_end", 0.0, 10.0)
         self._check_range("freeze_last_layer_epochs", 0, 10**6)
         self._check_range("koleo_weight", 0.0, 100.0)
+        self._check_range("checkpoint_every", 1, 10**6)

@@ -29,13 +29,14 @@ Run folder (`--out DIR`):
     confusion.png       the same as a picture
     curves.png          val top-1 (beside the raw-pixel baselines) and train / val loss per epoch
     model.safetensors   the fine-tuned weights, config.json beside them (loadable by load_pretrained)
-    train/              Ray Train's run folder
+    train/              Ray Train's run folder: the newest two checkpoints (one at every evaluation
+                        but the last) while the run goes, for `--resume`; removed once it finishes
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
 import logging
 import os
 import time
@@ -47,16 +48,25 @@ import numpy as np
 import ray.train
 import torch
 
-from fdsl.atomic import atomic_write_text
 from fdsl.platform.console import quiet_data
 from fdsl.platform.data.targets import TargetData, load_target
 from fdsl.platform.train.augment import DeviceBatch
+from fdsl.platform.train.checkpoints import (
+    CKPT_TAG,
+    KEEP_CHECKPOINTS,
+    check_same_run,
+    drop_checkpoints,
+    restore_checkpoint,
+    resume_checked,
+    save_checkpoint,
+)
 from fdsl.platform.train.engine import make_engine
 from fdsl.platform.train.evaluators import evaluate, pixel_baselines, val_tensors
 from fdsl.platform.train.optim import create_optimizer, create_scheduler
 from fdsl.platform.train.plans import PLAN, FinetunePlan, Memory
 from fdsl.platform.train.plots import CURVES_PNG, Panel, save_confusion_png, save_curves
 from fdsl.platform.train.run import (
+    CONFUSION_FILE,
     SUMMARY_FILE,
     MetricsLog,
     connect_checked,
@@ -72,6 +82,7 @@ from fdsl.platform.train.run import (
     seed_all,
     start_worker,
     write_experiment,
+    write_finetune_summary,
 )
 from fdsl.platform.train.streams import eval_dataset, measure_loader, target_stream
 from fdsl.platform.train.weights import (
@@ -84,7 +95,6 @@ from fdsl.platform.train.weights import (
     resolve_weights,
 )
 
-CONFUSION_FILE = "confusion.npy"
 CONFUSION_PNG = "confusion.png"
 __all__ = ["build_model", "finetune", "head_info", "prepare_finetune", "resolve_weights"]
 
@@ -110,8 +120,14 @@ def train_func(config: dict[str, Any]) -> None:
     plain = net.module
     scheduler, schedule = create_scheduler(cfg, optimizer, num_train)
     total = schedule["total_steps"]
-    scheduler.step_update(0)
-    seed_all(cfg.seed + 1 + rank)  # different erasing/Mixup draws per rank
+    first, curve = 0, []
+    client = restore_checkpoint(cfg, run_dir, lambda d: net.load_checkpoint(d, tag=CKPT_TAG)[1], rank, world)
+    if client is not None:  # a resumed run (--resume, or a restarted worker group)
+        first, curve = client["step"], list(client["curve"])
+        scheduler.load_state_dict(client["scheduler"])
+    else:
+        seed_all(cfg.seed + 1 + rank)  # different erasing/Mixup draws per rank
+    scheduler.step_update(first)
     # without DeepSpeed the model stays fp32 (bf16 through autocast), so its inputs do too
     batch_ops = DeviceBatch(cfg, num_classes, device, mean, std,
                             dtype=None if cfg.use_deepspeed else torch.float32)
@@ -120,8 +136,10 @@ def train_func(config: dict[str, Any]) -> None:
     batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=cfg.micro_batch_size, drop_last=True, prefetch_batches=cfg.prefetch_batches,
         device=device, dtypes={"image": torch.uint8, "label": torch.int64}))
-    metrics_log = MetricsLog(run_dir, rank)  # a restarted worker group starts the curve again
-    curve, last_eval = [], None
+    metrics_log = MetricsLog(run_dir, rank, first)
+    metrics_log.event("resume" if client is not None else "start", step=first, total_steps=total,
+                      world_size=world)
+    last_eval = None
     wait_s = compute_s = startup_s = 0.0  # waits for batches after the first; the first: pipeline start
     loss_sum, loss_count = torch.zeros((), device=device), 0
 
@@ -132,7 +150,7 @@ def train_func(config: dict[str, Any]) -> None:
 
     set_train_mode()
     start = time.perf_counter()
-    for step in range(1, total + 1):
+    for step in range(first + 1, total + 1):
         t0 = time.perf_counter()
         try:
             batch = next(batches)
@@ -146,7 +164,7 @@ def train_func(config: dict[str, Any]) -> None:
         scheduler.step_update(step)
         loss_sum += loss.detach()
         loss_count += 1
-        if step == 1:
+        if step == first + 1:
             startup_s = t1 - t0
         else:
             wait_s += t1 - t0
@@ -160,7 +178,7 @@ def train_func(config: dict[str, Any]) -> None:
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(loss_sum)
             loss_sum /= world
-        images_done = step * cfg.global_batch_size
+        images_done = (step - first) * cfg.global_batch_size  # by this process
         row = {"epoch": epoch, "step": step, "finetune_top1": result["top1"], "finetune_top5": result["top5"],
                "finetune_loss": result["loss"], "train_loss": loss_sum.item() / max(1, loss_count),
                "lr": optimizer.param_groups[0]["lr"],
@@ -173,7 +191,10 @@ def train_func(config: dict[str, Any]) -> None:
         curve.append(row)
         last_eval = result
         metrics_log.metrics(row)
-        report(row, config)
+        state = functools.partial(net.save_checkpoint, tag=CKPT_TAG, client_state={
+            "step": step, "scheduler": scheduler.state_dict(), "world_size": world, "curve": curve})
+        if step == total or not save_checkpoint(cfg, run_dir, state, step, rank, row, KEEP_CHECKPOINTS):
+            report(row, config)  # the last evaluation: the run ends, no checkpoint
     patch = spec.patch_size
     if patch is None and getattr(plain, "patch_embed", None) is not None:
         patch = int(plain.patch_embed.patch_size[0])
@@ -184,46 +205,26 @@ def train_func(config: dict[str, Any]) -> None:
             "weights": spec.source}, rank)
     if rank != 0 or not run_dir:
         return
-    out = Path(run_dir)
-    np.save(out / CONFUSION_FILE, last_eval["confusion"])
-    final = curve[-1]
-    metrics = {"finetune_top1": final["finetune_top1"], "finetune_top5": final["finetune_top5"],
-               "finetune_loss": final["finetune_loss"], "best_top1": max(r["finetune_top1"] for r in curve),
-               "epochs": cfg.epochs, "steps": total, "num_train": num_train,
-               "num_val": last_eval["count"], "num_classes": num_classes, "world_size": world,
-               "seconds": round(time.perf_counter() - start, 2),
-               "linear_probe": cfg.linear_probe, "trained_parameters": trained,
-               "throughput": {"train_images_per_s": final["train_images_per_s"],
-                              "images_per_s": final["images_per_s"],
-                              "data_wait_fraction": final["data_wait_fraction"],
-                              "data_startup_s": final["data_startup_s"]},
-               "curve": curve}
-    if num_classes <= 100:
-        metrics["confusion"] = last_eval["confusion"].tolist()
-    extra = dict(plan.extra)
-    tp = metrics["throughput"]
-    tp.update(extra.pop("throughput_probe", {}))  # the driver's loader-alone measurement
-    if tp.get("loader_images_per_s"):
-        tp["loader_to_train_ratio"] = round(tp["loader_images_per_s"] / max(tp["train_images_per_s"], 1e-9),
-                                            2)
-    metrics.update(extra)
-    atomic_write_text(out / SUMMARY_FILE, json.dumps(metrics, indent=2) + "\n")
+    write_finetune_summary(Path(run_dir), curve, last_eval, plan.extra, epochs=cfg.epochs, steps=total,
+                           num_train=num_train, num_val=last_eval["count"], num_classes=num_classes,
+                           world_size=world, seconds=round(time.perf_counter() - start, 2),
+                           linear_probe=cfg.linear_probe, trained_parameters=trained)
 
 
 # --- the driver ------------------------------------------------------------------------------------
-def prepare_finetune(experiment, weights: str, dataset: str | None,
-                     out: str | os.PathLike) -> tuple[FinetunePlan, TargetData]:
+def prepare_finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLike, *,
+                     resume: bool = False) -> tuple[FinetunePlan, TargetData]:
     """Every check that can fail before a worker starts; returns (the workers' plan, the target).
 
     ValueError / FileNotFoundError / FileExistsError name what to fix: a config out of range, an
     unknown or unreadable target set, weights that are not a finished run or not local, a model
-    timm cannot build, a run folder in use.
+    timm cannot build, a run folder in use (or, with `resume`, a run of another experiment).
     """
     if dataset:
         experiment.finetune.dataset = dataset
     experiment.validate()
     cfg = experiment.finetune
-    out = refuse_used_folder(out)
+    out = check_same_run(out, experiment, SUMMARY_FILE) if resume else refuse_used_folder(out, resumable=True)
     if not weights:
         raise ValueError("--weights: got '', expected RUN/model.safetensors, a run folder, 'scratch' or "
                          "'timm:<name>'")
@@ -244,23 +245,26 @@ def prepare_finetune(experiment, weights: str, dataset: str | None,
 
 
 def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLike, *,
-             address: str | None = None, callbacks: Sequence[Any] = ()) -> dict:
+             address: str | None = None, callbacks: Sequence[Any] = (), resume: bool = False) -> dict:
     """Fine-tune `weights` on `dataset` (default `experiment.finetune.dataset`) into run folder `out`.
 
     Checks everything first (`prepare_finetune`), holds the folder, starts (or joins, with
     `address`) Ray, measures the loader alone, runs the TorchTrainer (`callbacks` go to its
     RunConfig, e.g. Tune's `TuneReportCallback()`) and returns the summary of `metrics.json`.
+    A checkpoint is kept at every evaluation but the last; `resume=True` continues the run in `out`
+    from its newest one (the same experiment and weights).
     """
-    plan, data = prepare_finetune(experiment, weights, dataset, out)
+    plan, data = prepare_finetune(experiment, weights, dataset, out, resume=resume)
     cfg, spec, out = plan.cfg, plan.weights, Path(plan.run_dir)
-    with owned_run(out, "fdsl finetune"):
+    with owned_run(out, "fdsl finetune", resume=resume, resumable=True):
+        first = resume_checked(out, cfg.world_size, "finetune") if resume else 0
         connect_checked(cfg, "finetune", address, memory=plan.memory)
         quiet_data()  # one line per epoch, not bars
         print(f"finetune: {spec.kind} weights {spec.source} -> {cfg.dataset} ({plan.num_train} train / "
               f"{len(data.val_labels)} val images, {data.num_classes} classes); "
               f"{plan.extra['head']['reason']}", flush=True)
         write_experiment(out, experiment)
-        train_ds = target_stream(data, cfg, spec.img_size)
+        train_ds = target_stream(data, cfg, spec.img_size, first)
         val_ds = eval_dataset(data.val_images, data.val_labels, spec.img_size)
         probe = measure_loader(train_ds, cfg.loader_probe_images, cfg.micro_batch_size) \
             if cfg.loader_probe_images else {}
@@ -270,7 +274,9 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
         plan = dataclasses.replace(plan, extra=extra)
         start = time.perf_counter()
         fit(train_func, plan, cfg, out, {"train": train_ds, "val": val_ds}, callbacks=callbacks,
+            keep_checkpoints=KEEP_CHECKPOINTS,
             progress=("finetune", cfg.schedule(plan.num_train)["total_steps"], eval_text))
+        drop_checkpoints(out)
         return _report(out, cfg.dataset, spec.source, data.class_names, round(time.perf_counter() - start, 2))
 
 

@@ -25,10 +25,10 @@ Run folder (`--out RUN`):
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -45,10 +45,9 @@ from fdsl.platform.data.datasets import validate_dataset_dir
 from fdsl.platform.train.augment import DeviceBatch
 from fdsl.platform.train.checkpoints import (
     CKPT_TAG,
-    check_checkpoints,
     check_resume,
-    load_rng,
-    repair_checkpoints,
+    restore_checkpoint,
+    resume_checked,
     save_checkpoint,
 )
 from fdsl.platform.train.config import PretrainConfig
@@ -119,22 +118,18 @@ def train_func(config: dict[str, Any]) -> None:
     scheduler, schedule = create_scheduler(cfg, optimizer, num_images)
     total = schedule["total_steps"]
 
-    step, checkpoint = 0, None if cfg.local_mode else ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            _, client = engine.load_checkpoint(d, tag=CKPT_TAG)
-            if client is None or client["world_size"] != world:
-                raise RuntimeError(f"checkpoint {checkpoint.path} was written by "
-                                   f"{client and client['world_size']} workers, this run has {world}")
-            step = client["step"]
-            if client.get("schedule") == schedule:  # else the run was extended: keep the new schedule
-                scheduler.load_state_dict(client["scheduler"])
-            load_rng(Path(d), rank)
+    step = 0
+    client = restore_checkpoint(cfg, run_dir, lambda d: engine.load_checkpoint(d, tag=CKPT_TAG)[1], rank,
+                                world)
+    if client is not None:
+        step = client["step"]
+        if client.get("schedule") == schedule:  # else the run was extended: keep the new schedule
+            scheduler.load_state_dict(client["scheduler"])
     else:
         seed_all(cfg.seed + 1 + rank)  # different Mixup/erasing draws per rank
     scheduler.step_update(step)
     log = MetricsLog(run_dir, rank, step)
-    log.event("resume" if checkpoint is not None else "start", step=step, total_steps=total,
+    log.event("resume" if client is not None else "start", step=step, total_steps=total,
               world_size=world, schedule=schedule)
 
     # DeepSpeed's bf16 model takes bf16 inputs; a plain model stays fp32 (bf16 through autocast)
@@ -170,10 +165,14 @@ def train_func(config: dict[str, Any]) -> None:
                    "data_wait_s": round(waited, 5),
                    "images_per_s": round(cfg.global_batch_size / seconds, 2)}
         log.metrics(metrics)
-        if (step % cfg.checkpoint_every == 0 or step == total) and not cfg.local_mode:
-            save_checkpoint(engine, scheduler, schedule, step, rank, world, metrics)
+        if (step % cfg.checkpoint_every == 0 and step < total) or (step == total and not cfg.local_mode):
+            state = functools.partial(engine.save_checkpoint, tag=CKPT_TAG, client_state={
+                "step": step, "scheduler": scheduler.state_dict(), "schedule": schedule, "world_size": world})
+            reported = save_checkpoint(cfg, run_dir, state, step, rank, metrics, cfg.keep_checkpoints)
             log.event("checkpoint", step=step)
             last = time.perf_counter()  # checkpoint time is not a step's time
+            if not reported and (step % cfg.report_every == 0 or step == total):
+                report(metrics, config)
         elif step % cfg.report_every == 0 or step == total:
             report(metrics, config)
     if run_dir:  # fp32 master weights, gathered from ZeRO partitions
@@ -195,9 +194,6 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
     experiment.validate()
     cfg = experiment.pretrain
     if resume:
-        if cfg.local_mode:
-            raise ValueError("--resume: a local-mode run (pretrain.num_workers=0) keeps no checkpoints; "
-                             "start a new run, or use num_workers >= 1 for a run that can resume")
         out = Path(out).absolute()
         check_resume(out, experiment)
     else:
@@ -236,9 +232,7 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
     out = Path(plan.run_dir)
     with owned_run(out, "fdsl pretrain", resume=resume, resumable=True):
         if resume:  # held: nothing else writes here now
-            for note in repair_checkpoints(out, cfg.world_size):
-                print(f"pretrain: {note}", file=sys.stderr)
-            check_checkpoints(out)
+            resume_checked(out, cfg.world_size, "pretrain")
         connect_checked(cfg, "pretrain", address, memory=plan.memory)
         quiet_data()
         source = open_source(experiment, data)

@@ -59,6 +59,8 @@ EVENTS_FILE = "events.jsonl"
 """start / resume / checkpoint / done, with steps and world sizes."""
 SUMMARY_FILE = "metrics.json"
 """Fine-tuning's final metrics (top-1, curve, baselines, confusion matrix)."""
+CONFUSION_FILE = "confusion.npy"
+"""Fine-tuning's confusion matrix of the last evaluation (rows: true class)."""
 TRAIN_NAME = "train"
 """Name of the Ray Train run inside the run folder."""
 
@@ -342,6 +344,26 @@ def read_finetune_metrics(run_dir: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"{run_dir}: no {SUMMARY_FILE} (the fine-tuning run did not finish)")
     return json.loads(path.read_text())
+
+
+def write_finetune_summary(out: Path, curve: list[dict], last_eval: dict, extra: dict, **fields) -> None:
+    """metrics.json (and confusion.npy) of a finished fine-tuning run, from rank 0: the last
+    evaluation's figures, the best top-1, `fields`, the throughput of the last row with the
+    driver's loader-alone probe (`extra["throughput_probe"]`), the curve, the confusion matrix (up to
+    100 classes) and the rest of `extra` (weights, head, baselines)."""
+    np.save(out / CONFUSION_FILE, last_eval["confusion"])
+    final, extra = curve[-1], dict(extra)
+    tp = {k: final[k] for k in ("train_images_per_s", "images_per_s", "data_wait_fraction", "data_startup_s")}
+    tp.update(extra.pop("throughput_probe", {}))
+    if tp.get("loader_images_per_s"):
+        tp["loader_to_train_ratio"] = round(tp["loader_images_per_s"] / max(tp["train_images_per_s"], 1e-9),
+                                            2)
+    metrics = {"finetune_top1": final["finetune_top1"], "finetune_top5": final["finetune_top5"],
+               "finetune_loss": final["finetune_loss"], "best_top1": max(r["finetune_top1"] for r in curve),
+               **fields, "throughput": tp, "curve": curve}
+    if len(last_eval["confusion"]) <= 100:
+        metrics["confusion"] = last_eval["confusion"].tolist()
+    atomic_write_text(out / SUMMARY_FILE, json.dumps(metrics | extra, indent=2) + "\n")
 
 
 def finetune_summary(metrics: dict, out: Path) -> dict:

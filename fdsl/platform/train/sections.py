@@ -34,8 +34,9 @@ class WorkersSection(Config):
 
     num_workers: int = 1
     """Ray Train workers (one per GPU with use_gpu). 0: Ray Train's local mode, the training loop runs
-    in the calling process (no worker group to start: ~10 s less per run; no worker restarts, no
-    checkpoints, CPU only, no DeepSpeed), while Ray Data tasks still augment its batches."""
+    in the calling process (no worker group to start: ~10 s less per run; no worker restarts, CPU only,
+    no DeepSpeed; pre-training writes its checkpoints itself), while Ray Data tasks still augment its
+    batches."""
     use_gpu: bool = False
     """One GPU per worker (NCCL); false: CPU workers (gloo)."""
     cpus_per_worker: float = 1.0

@@ -15,13 +15,15 @@ backbone, optimiser and the data path are timm, torch and Ray's.
 
 Run folder (`--out RUN`): experiment.json, metrics.jsonl (one line per step: loss, lr, wd,
 momentum, teacher_temp, images/s), curves.png (loss beside ln(out_dim), lr), knn.json, train/ (Ray
-Train), and the teacher backbone as `model.safetensors` + `config.json` (num_classes 0: no head)
+Train: the newest two checkpoints, every `ssl.checkpoint_every` epochs, for `--resume`; removed once
+the run finishes), and the teacher backbone as `model.safetensors` + `config.json` (num_classes 0: no head)
 in the format of `fdsl pretrain`, so
 `load_pretrained(RUN, num_classes=N)` and `fdsl finetune --weights RUN` take it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import os
@@ -37,6 +39,16 @@ import torch
 from fdsl.platform.console import quiet_data
 from fdsl.platform.data.targets import load_target
 from fdsl.platform.train.augment import multicrop_views
+from fdsl.platform.train.checkpoints import (
+    KEEP_CHECKPOINTS,
+    check_same_run,
+    drop_checkpoints,
+    load_state,
+    restore_checkpoint,
+    resume_checked,
+    save_checkpoint,
+    save_state,
+)
 from fdsl.platform.train.dino import (
     DINOHead,
     DINOLoss,
@@ -90,17 +102,23 @@ def train_func(config: dict[str, Any]) -> None:
     loss_fn = DINOLoss(cfg.out_dim, cfg.student_temp, cfg.center_momentum, cfg.centering).to(device)
     scheduler, schedule = create_scheduler(cfg, optimizer, num_train)  # timm's, DINO's shape
     total = schedule["total_steps"]
+    client = restore_checkpoint(cfg, run_dir, functools.partial(
+        _load, student=plain, teacher=teacher, loss=loss_fn, optimizer=optimizer), rank, world)
+    first = 0 if client is None else client["step"]
+    if client is not None:
+        scheduler.load_state_dict(client["scheduler"])
     mean, std = spec.mean, spec.std
     scale = torch.tensor([255.0 * s for s in std], device=device).view(1, 3, 1, 1)
     shift = torch.tensor([255.0 * m for m in mean], device=device).view(1, 3, 1, 1)
     batches = iter(ray.train.get_dataset_shard("train").iter_torch_batches(
         batch_size=cfg.micro_batch_size, drop_last=True, prefetch_batches=cfg.prefetch_batches,
         device=device))
-    log = MetricsLog(run_dir, rank)
+    log = MetricsLog(run_dir, rank, first)
+    log.event("resume" if client is not None else "start", step=first, total_steps=total, world_size=world)
     student.train()
     epoch_losses: list[float] = []
     last = time.perf_counter()
-    for step in range(total):
+    for step in range(first, total):
         t0 = time.perf_counter()
         batch = next(batches)
         waited = time.perf_counter() - t0
@@ -129,10 +147,19 @@ def train_func(config: dict[str, Any]) -> None:
         last = now
         log.metrics(row)
         done = epoch_due(step + 1, total, cfg.global_batch_size, num_train)
-        if done is not None:
-            report({"epoch": done, "step": step + 1, "ssl_loss": float(np.mean(epoch_losses)), "lr": lr},
-                   config)
-            epoch_losses = []
+        if done is None:
+            continue
+        row = {"epoch": done, "step": step + 1, "ssl_loss": float(np.mean(epoch_losses)), "lr": lr}
+        epoch_losses = []
+        if done % cfg.checkpoint_every or step + 1 == total:
+            report(row, config)
+            continue
+        client = {"step": step + 1, "scheduler": scheduler.state_dict(), "world_size": world}
+        state = functools.partial(save_state, client=client, student=plain.state_dict(),
+                                  teacher=teacher.state_dict(), loss=loss_fn.state_dict(),
+                                  optimizer=optimizer.state_dict()) if rank == 0 else (lambda d: None)
+        if not save_checkpoint(cfg, run_dir, state, step + 1, rank, row, KEEP_CHECKPOINTS):
+            report(row, config)
     if run_dir:  # the teacher backbone, headless, in the format of `fdsl pretrain`
         export_weights(teacher.backbone, run_dir, {
             "architecture": spec.architecture, "img_size": spec.img_size,
@@ -140,14 +167,23 @@ def train_func(config: dict[str, Any]) -> None:
             "ssl": cfg.to_dict(), "source": "dino teacher backbone"}, rank)
 
 
+def _load(folder: Path, **into) -> dict:
+    """Load an SSL checkpoint (`save_state`'s file, rank 0's) into the modules and optimizer `into`;
+    returns its client state."""
+    state = load_state(folder)
+    for name, target in into.items():
+        target.load_state_dict(state[name])
+    return state["client"]
+
+
 # --- the driver ------------------------------------------------------------------------------------------
-def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike):
+def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike, *, resume: bool = False):
     """Every check that can fail before a worker starts; returns (the workers' plan, the target)."""
     if dataset:
         experiment.ssl.dataset = dataset
     experiment.validate()
     cfg, pre = experiment.ssl, experiment.pretrain
-    out = refuse_used_folder(out)
+    out = check_same_run(out, experiment, WEIGHTS_FILE) if resume else refuse_used_folder(out, resumable=True)
     arch = cfg.model or pre.model
     img_size, patch = cfg.img_size or pre.img_size, cfg.patch_size or pre.patch_size
     local = cfg.local_img_size or max(patch, (img_size // 2) // patch * patch)
@@ -171,18 +207,22 @@ def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike):
 
 
 def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str | None = None,
-        callbacks=()) -> dict:
-    """DINO pre-training of `experiment.ssl` on the training images of `dataset` into run folder `out`."""
+        callbacks=(), resume: bool = False) -> dict:
+    """DINO pre-training of `experiment.ssl` on the training images of `dataset` into run folder `out`
+    (a checkpoint every `ssl.checkpoint_every` epochs; `resume=True` continues the run in `out` from
+    its newest one)."""
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    plan, data = prepare_ssl(experiment, dataset, out)
+    plan, data = prepare_ssl(experiment, dataset, out, resume=resume)
     cfg, spec = plan.cfg, plan.model
     out = Path(plan.run_dir)
-    with owned_run(out, "fdsl ssl"):
+    with owned_run(out, "fdsl ssl", resume=resume, resumable=True):
+        first = resume_checked(out, cfg.world_size, "ssl") if resume else 0
         connect_checked(cfg, "ssl", address, memory=plan.memory)
         quiet_data()
         write_experiment(out, experiment)
         train_ds = seeded_stream(
             data.train_images, data.train_labels, num_rows=cfg.images_seen(plan.num_train), seed=cfg.seed,
+            start_row=first * cfg.global_batch_size,
             augment=multicrop_views,
             batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, img_size=spec.img_size,
             local_size=spec.local_size, num_local=cfg.num_local_crops,
@@ -194,7 +234,9 @@ def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str
               f"{spec.local_size}px crops, {cfg.epochs} epochs", flush=True)
         start = time.perf_counter()
         fit(train_func, plan, cfg, out, {"train": train_ds}, callbacks=callbacks,
+            keep_checkpoints=KEEP_CHECKPOINTS,
             progress=("ssl", cfg.schedule(plan.num_train)["total_steps"], step_text))
+        drop_checkpoints(out)
         rows = read_metrics(out)
         first = float(np.mean([r["loss"] for r in rows[:max(1, len(rows) // 10)]]))
         final = float(np.mean([r["loss"] for r in rows[-max(1, len(rows) // 10):]]))

@@ -70,8 +70,9 @@ def draw(ids, images: np.ndarray, labels: np.ndarray, seed: int) -> tuple[np.nda
     return images[idx], labels[idx]
 
 
-def id_rows(num_rows: int, block_rows: int):
-    """Rows {"id": 0..num_rows-1} in blocks of about `block_rows` rows.
+def id_rows(num_rows: int, block_rows: int, start: int = 0):
+    """Rows {"id": start..num_rows-1} in blocks of about `block_rows` rows (`start` > 0: the rest of a
+    stream whose first rows a resumed run has consumed already).
 
     Built on the driver as one Arrow array per block (8 bytes a row, no Python object per row: the
     50M rows of `finetune-sgd` are 400 MB, not 10 GB of dicts), split exactly as `from_items` splits
@@ -79,9 +80,10 @@ def id_rows(num_rows: int, block_rows: int):
     are the same. Not `ray.data.range`, whose read tasks reserve a whole CPU and cannot be
     scheduled beside the Train workers of a Tune trial on a small machine.
     """
-    blocks = min(max(1, -(-num_rows // max(1, block_rows))), max(1, num_rows))
-    size, extra = divmod(num_rows, blocks)
-    bounds = [i * size + min(i, extra) for i in range(blocks + 1)]
+    rows = max(0, num_rows - start)
+    blocks = min(max(1, -(-rows // max(1, block_rows))), max(1, rows))
+    size, extra = divmod(rows, blocks)
+    bounds = [start + i * size + min(i, extra) for i in range(blocks + 1)]
     return ray.data.from_arrow([pa.table({"id": np.arange(a, b, dtype=np.int64)})
                                 for a, b in zip(bounds, bounds[1:], strict=False)])
 
@@ -94,11 +96,13 @@ def _draw_and_augment(batch: dict[str, np.ndarray], *, source: list, seed: int, 
 
 
 def seeded_stream(images: np.ndarray, labels: np.ndarray, *, num_rows: int, seed: int, augment: Callable,
-                  batch_size: int, num_cpus: float, **kwargs):
+                  batch_size: int, num_cpus: float, start_row: int = 0, **kwargs):
     """The training stream of an in-memory set: `num_rows` seeded draws, augmented in Ray Data tasks
-    of `batch_size` rows by `augment(images, labels, **kwargs) -> dict of arrays`."""
+    of `batch_size` rows by `augment(images, labels, **kwargs) -> dict of arrays`; from row
+    `start_row` on (a resumed run: the same rows, the same images, in batches cut anew, so their
+    augmentation draws differ from the uninterrupted run's)."""
     source = put_source(images, labels)
-    return id_rows(num_rows, batch_size).map_batches(
+    return id_rows(num_rows, batch_size, start_row).map_batches(
         _draw_and_augment, batch_format="numpy", batch_size=batch_size, num_cpus=num_cpus,
         fn_kwargs=dict(source=source, seed=seed, augment=augment, **kwargs))
 
@@ -192,10 +196,12 @@ def micro_batches(shard, cfg: PretrainConfig, device):
 
 
 # --- fine-tuning's data path -----------------------------------------------------------------------
-def target_stream(data, cfg: FinetuneConfig, img_size: int):
-    """All epochs' training rows of the target set `data`, augmented in Ray Data tasks (`seeded_stream`)."""
+def target_stream(data, cfg: FinetuneConfig, img_size: int, from_step: int = 0):
+    """All epochs' training rows of the target set `data`, augmented in Ray Data tasks (`seeded_stream`);
+    `from_step`: the rows after the first `from_step` optimizer steps' (a resumed run)."""
     rows = cfg.images_seen(len(data.train_labels))
     return seeded_stream(data.train_images, data.train_labels, num_rows=-(-rows // cfg.repeated_aug),
+                         start_row=from_step * cfg.global_batch_size // cfg.repeated_aug,
                          seed=cfg.seed, augment=augment_images, batch_size=cfg.augment_batch_size,
                          num_cpus=cfg.augment_cpus, img_size=img_size, randaugment=cfg.randaugment,
                          crop_scale_min=cfg.crop_scale_min, hflip=cfg.hflip, vflip=cfg.vflip, crop=cfg.crop,

@@ -98,10 +98,9 @@ def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path,
         with contextlib.suppress(OSError, ValueError, KeyError):
             if json.loads(done.read_text())["model_sha256"] == file_sha256(folder / "model.safetensors"):
                 return folder, True
-        # a run an interrupted sweep left behind continues from its newest checkpoint (a run that
-        # cannot resume, e.g. a local-mode one or a damaged one, is redone)
-        resume = (not experiment.pretrain.local_mode and (folder / EXPERIMENT_FILE).is_file()
-                  and newest_checkpoint_step(folder) is not None)
+        # a run an interrupted sweep left behind continues from its newest checkpoint (one without a
+        # checkpoint, or a damaged one, is redone)
+        resume = (folder / EXPERIMENT_FILE).is_file() and newest_checkpoint_step(folder) is not None
         try:
             if not resume:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -8,8 +8,12 @@ Everything lands in one folder (default runs/quickstart): the runs, `summary.jso
 seconds and result; `fdsl_top1` and `scratch_top1`, one value per seed; `effect`, their mean
 difference), `comparison.png` (FDSL vs scratch per seed, beside the raw-pixel baselines), the sweep
 report and `index.html`, one page showing all of it with the data preview and the runs' curves.
-The end prints a table and where the page is. A second run
-reuses the data set (verified against its manifest) and re-runs the training steps.
+The end prints a table and where the page is.
+
+Run again, the same command continues a quickstart that was stopped (Ctrl-C, SIGTERM, a crash): the
+data set is verified against its manifest, the finished runs are kept, and the run it stopped in
+continues from its newest checkpoint (the sweep with `--resume`'s restore). After a quickstart that
+finished (`summary.json` there), it verifies the data set and runs the training steps anew.
 """
 
 from __future__ import annotations
@@ -29,8 +33,13 @@ from fdsl.platform import console
 from fdsl.platform.connect import connect
 from fdsl.platform.data.synthesis import generate
 from fdsl.platform.interrupt import Interrupted
+from fdsl.platform.train.checkpoints import newest_checkpoint_step
+from fdsl.platform.train.config import EXPERIMENT_FILE
 from fdsl.platform.train.finetune import finetune
-from fdsl.platform.train.pretrain import pretrain
+from fdsl.platform.train.pretrain import pretrain, pretrain_summary
+from fdsl.platform.train.run import SUMMARY_FILE, finetune_summary, read_finetune_metrics
+from fdsl.platform.train.weights import WEIGHTS_FILE
+from fdsl.platform.tune.report import SWEEP_FILE
 from fdsl.platform.tune.sweep import describe_best, run_sweep
 from fdsl.presets import get_preset
 from fdsl.preview import preview_dataset
@@ -73,8 +82,9 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
         start = time.perf_counter()
         value = fn()
         results[name] = value if isinstance(value, dict) else {"path": str(value)}
+        kept = "kept from the stopped run: " if isinstance(value, dict) and value.get("kept") else ""
         steps.append({"name": name, "seconds": round(time.perf_counter() - start, 1),
-                      "result": _describe(name, value)})
+                      "result": kept + _describe(name, value)})
         return value
 
     with owned_folder(out, "fdsl quickstart"):  # one quickstart per folder
@@ -83,18 +93,23 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
             step("generate", lambda: generate(get_preset(QUICKSTART_PRESET), data).manifest)
             step("preview", lambda: preview_dataset(data, out / "preview.png"))
             runs = [f"finetune-{arm}-{s}" for arm in ("fdsl", "scratch") for s in SEEDS]
-            for stale in ("pretrain", "sweep", *runs):
-                shutil.rmtree(out / stale, ignore_errors=True)
-            pre = step("pretrain",
-                       lambda: pretrain(get_preset(QUICKSTART_PRESET), str(data), out / "pretrain"))
+            if (out / SUMMARY).is_file():  # a finished quickstart: its training steps run anew
+                for stale in ("pretrain", "sweep", *runs):
+                    shutil.rmtree(out / stale, ignore_errors=True)
+                (out / SUMMARY).unlink()
+            pre = step("pretrain", lambda: _pretrain_step(out / "pretrain", data))
             for seed in SEEDS:
                 tune = get_preset(QUICKSTART_PRESET, [f"finetune.seed={seed}"])
                 for arm, weights in (("fdsl", pre["model"]), ("scratch", "scratch")):
                     name = f"finetune-{arm}-{seed}"
-                    step(name, lambda t=tune, w=weights, n=name: finetune(t, w, "digits", out / n))
+                    step(name, lambda t=tune, w=weights, n=name: _finetune_step(t, w, out / n))
             sweep = get_sweep(QUICKSTART_SWEEP)
             sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
-            step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep)))
+            resume = (out / "sweep" / SWEEP_FILE).is_file()  # a sweep the last quickstart stopped
+            if not resume:
+                shutil.rmtree(out / "sweep", ignore_errors=True)
+            step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep),
+                                            resume=resume))
         except Interrupted:  # the command's line comes first; fdsl.cli then stops this Ray
             raise
         except BaseException:
@@ -121,6 +136,29 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
     log(f"Sweep report: {results['sweep']['report']}")
     log(f"Everything on one page (preview, curves, comparison, report): {index}")
     return summary
+
+
+def _resumable(folder: Path) -> bool:
+    """Whether a stopped run in `folder` continues (it has a checkpoint); else it is cleared."""
+    if (folder / EXPERIMENT_FILE).is_file() and newest_checkpoint_step(folder) is not None:
+        return True
+    shutil.rmtree(folder, ignore_errors=True)
+    return False
+
+
+def _pretrain_step(folder: Path, data: Path) -> dict:
+    """The pre-training: kept when a stopped quickstart finished it, continued from its newest
+    checkpoint when the stop cut it, else run."""
+    if (folder / WEIGHTS_FILE).is_file():
+        return {**pretrain_summary(folder), "kept": True}
+    return pretrain(get_preset(QUICKSTART_PRESET), str(data), folder, resume=_resumable(folder))
+
+
+def _finetune_step(experiment, weights: str, folder: Path) -> dict:
+    """A fine-tuning: kept when finished, continued from its newest checkpoint, else run."""
+    if (folder / SUMMARY_FILE).is_file():
+        return {**finetune_summary(read_finetune_metrics(folder), folder), "kept": True}
+    return finetune(experiment, weights, "digits", folder, resume=_resumable(folder))
 
 
 def _summary(steps: list[dict], results: dict[str, dict]) -> dict:

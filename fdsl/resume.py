@@ -9,7 +9,8 @@
     ssl         the newest checkpoint (ssl.checkpoint_every)  the same command with --resume
     (pretrain, finetune, ssl before their first checkpoint: nothing; the same command again)
     sweep       the finished trials and Tune's state         the same command with --resume
-    quickstart  its finished steps' folders                  the same command again
+    quickstart  its finished runs, the stopped run's newest      the same command again
+                checkpoint
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def kept_and_next(command: str, out: Path) -> tuple[str, bool]:
         state = "Tune's state" if (out / TUNE_NAME).is_dir() else "no Tune state yet"
         return f"kept {finished} finished trials and {state} in {out} (no report: the sweep is not done)", \
             (out / SWEEP_FILE).is_file()
-    return f"kept the finished steps' folders in {out}", False
+    return f"kept the finished steps and the stopped run's newest checkpoint in {out}", False
 
 
 def report_interrupted(command: str, argv: list[str], out: Path, err: Interrupted) -> int:

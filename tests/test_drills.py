@@ -210,14 +210,23 @@ def test_a_signal_while_ray_starts_stops_the_command(tmp_path):
     assert code == 130 and not (out / "experiment.json").exists()
 
 
-def test_quickstart_sigint_names_the_same_command(tmp_path):
-    """Ctrl-C during the quickstart's first step: exit 130, and the line names the same command,
-    which reuses the finished steps' folders (the data set is verified, not rendered again)."""
+def test_quickstart_sigint_mid_pretraining_then_the_same_command_continues_it(tmp_path):
+    """Ctrl-C once the quickstart's pre-training has a checkpoint: exit 130, and the line names the
+    same command, which verifies the data set, continues the pre-training from that checkpoint (one
+    `resume` event) and finishes every step: the whole of `make quickstart`, stopped and continued."""
     out = tmp_path / "qs"
     code, err, took = interrupt(["quickstart", "--out", str(out)], signal.SIGINT,
-                                lambda: any(out.glob("data/shard-*.parquet")))
+                                lambda: any((out / "pretrain" / "train").glob("checkpoint_0*")), timeout=900)
     line = stopped_line(err, "quickstart", "SIGINT")
     assert code == 130 and took < 30 and line.endswith(f"continue with: fdsl quickstart --out {out}"), line
+    done = continue_with(line)
+    assert done.returncode == 0, done.stderr[-3000:]
+    events = [json.loads(x) for x in (out / "pretrain" / "events.jsonl").read_text().splitlines()]
+    resumed = [e["step"] for e in events if e["event"] == "resume"]
+    assert len(resumed) == 1 and resumed[0] >= 500 and events[-1]["event"] == "done", events
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["name"] for s in summary["steps"]][:3] == ["generate", "preview", "pretrain"]
+    assert len(summary["fdsl_top1"]) == 2 and (out / "sweep" / "report.html").is_file()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")

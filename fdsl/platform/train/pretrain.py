@@ -242,15 +242,20 @@ def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = Fa
         result = fit(train_func, plan, cfg, out, {"train": training_dataset(source, cfg, plan.num_images)},
                      preserve_order=cfg.preserve_order, keep_checkpoints=cfg.keep_checkpoints,
                      progress=("pretrain", total, step_text))
-        rows = read_metrics(out)
-        last = rows[-1] if rows else {}
-        steady = [r["images_per_s"] for r in rows[len(rows) // 5:]] or [0.0]
-        classes = plan.num_classes
-        curves = save_curves(rows, out / CURVES_PNG,
-                             f"pre-training {cfg.model} on {data} ({classes} classes)",
-                             [Panel("loss", ["loss"], {"chance: ln(classes)": math.log(classes)}),
-                              Panel("learning rate", ["lr"])])
-        return {"run_dir": str(out), "steps": last.get("step", 0), "loss": last.get("loss"),
-                "images_per_s": round(float(np.median(steady)), 2),
-                "seconds": round(time.perf_counter() - start, 1), "curves": str(curves),
-                "model": str(out / WEIGHTS_FILE), "checkpoint": result.checkpoint and result.checkpoint.path}
+        save_curves(read_metrics(out), out / CURVES_PNG,
+                    f"pre-training {cfg.model} on {data} ({plan.num_classes} classes)",
+                    [Panel("loss", ["loss"], {"chance: ln(classes)": math.log(plan.num_classes)}),
+                     Panel("learning rate", ["lr"])])
+        return {**pretrain_summary(out), "seconds": round(time.perf_counter() - start, 1),
+                "checkpoint": result.checkpoint and result.checkpoint.path}
+
+
+def pretrain_summary(out: Path) -> dict:
+    """What `pretrain` returns about the finished run in `out`, read from its files: steps, final
+    loss, the steady images/s (the median after the first fifth of the steps), curves, weights."""
+    rows = read_metrics(out)
+    last = rows[-1] if rows else {}
+    steady = [r["images_per_s"] for r in rows[len(rows) // 5:]] or [0.0]
+    return {"run_dir": str(out), "steps": last.get("step", 0), "loss": last.get("loss"),
+            "images_per_s": round(float(np.median(steady)), 2), "curves": str(out / CURVES_PNG),
+            "model": str(out / WEIGHTS_FILE)}

@@ -78,3 +78,14 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             logging.getLogger("fdsl").warning("%s: line %d is not a JSON object (a torn write?); skipped",
                                               path, number)
     return rows
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}: nested objects as dotted keys (to compare two configs)."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[prefix + key] = value
+    return out

@@ -135,7 +135,7 @@ def test_pretrain_and_finetune_print_at_most_15_lines(data, tmp_path):
     assert (tuned / "curves.png").stat().st_size > 5000 and (tuned / "confusion.png").is_file()
 
 
-@pytest.mark.slow
+@pytest.mark.drill  # a SIGKILL drill (make test-drills), beside the other killed-worker drill
 def test_a_failed_run_shows_its_error_and_the_log(data, tmp_path):
     """A train worker killed with no restarts left: the error and the path of the full log."""
     dataset, _ = data

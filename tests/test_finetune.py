@@ -15,6 +15,7 @@ import torch
 from conftest import run_fdsl
 from test_baselines import digits_subset
 
+from fdsl.cli import main
 from fdsl.platform.train.evaluators import pixel_baselines
 from fdsl.platform.train.finetune import build_model, finetune, head_info, prepare_finetune, resolve_weights
 from fdsl.presets import get_preset
@@ -141,16 +142,18 @@ def test_cli_user_errors_exit_2_with_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-def test_resume_refusals_exit_2_with_one_line(tmp_path):
+def test_resume_refusals_exit_2_with_one_line(tmp_path, capsys):
     """`--resume` continues the same run only: no run there, other settings, or a finished run are
-    refused before Ray starts, in one line naming what differs; nothing in the folder changes."""
+    refused before Ray starts (the CLI in this process: the autouse fixture fails a test that leaves
+    a Ray behind), in one line naming what differs; nothing in the folder changes."""
     out = tmp_path / "run"
-    argv = ("finetune", "debug-finetune", "--weights", "scratch", "--out", str(out), "--resume")
+    argv = ["finetune", "debug-finetune", "--weights", "scratch", "--out", str(out), "--resume"]
 
     def refused(expected: str, *extra: str) -> None:
-        result = run_fdsl(*argv, *extra)
-        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert expected in result.stderr, result.stderr
+        code = main([*argv, *extra])
+        err = capsys.readouterr().err
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert expected in err, err
 
     refused("no run to resume")
     out.mkdir()

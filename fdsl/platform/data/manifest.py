@@ -23,7 +23,7 @@ from fdsl import __version__
 from fdsl.atomic import atomic_write_text
 from fdsl.generators import generator_class
 from fdsl.platform.data.shards import combine_content, file_sha256, shard_name
-from fdsl.schema import check_fields, load_json
+from fdsl.schema import check_fields, flatten, load_json
 
 MANIFEST = "manifest.json"
 PROGRESS = "_progress.jsonl"
@@ -47,19 +47,9 @@ def fingerprint(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
-    return out
-
-
 def identity_diff(have: dict, want: dict) -> str:
     """'data.num_points: 5000 in the folder, 20000 requested; ...' (first few differences)."""
-    a, b = _flatten(have), _flatten(want)
+    a, b = flatten(have), flatten(want)
     keys = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
     parts = [f"{k.replace('layout.', 'synthesis.')}: {a.get(k)!r} in the folder, {b.get(k)!r} requested"
              for k in keys[:3]]

@@ -27,7 +27,7 @@ from fdsl.atomic import atomic_write_text
 from fdsl.platform.train.config import EXPERIMENT_FILE
 from fdsl.platform.train.engine import STATE_FILE
 from fdsl.platform.train.run import METRICS_LOG, TRAIN_NAME
-from fdsl.schema import read_jsonl
+from fdsl.schema import flatten, read_jsonl
 
 CKPT_TAG = "state"
 """The engine's tag (sub-folder) of the state inside each Ray checkpoint folder."""
@@ -248,21 +248,11 @@ def check_same_run(out: str | os.PathLike, experiment, finished: str) -> Path:
                                 "--resume")
     if (out / finished).exists():
         raise FileExistsError(f"{out}: the run is finished ({finished} is there); nothing to resume")
-    saved, want = _leaves(json.loads(path.read_text())), _leaves(experiment.to_dict())
+    saved, want = flatten(json.loads(path.read_text())), flatten(experiment.to_dict())
     for key in sorted(saved.keys() | want.keys()):
         if saved.get(key) != want.get(key):
             raise ValueError(f"{key}: got {want.get(key)!r}, expected {saved.get(key)!r} as in the run being "
                              f"resumed ({path}); resume with the run's own settings, or start a new run")
-    return out
-
-
-def _leaves(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_leaves(value, f"{prefix}{key}."))
-        else:
-            out[prefix + key] = value
     return out
 
 

@@ -74,8 +74,7 @@ def cmd_preview(args) -> int:
         return 0
     from fdsl.presets import get_preset
 
-    preview_experiment(get_preset(args.target, args.overrides), Path(args.out), args.classes,
-                       args.instances)
+    preview_experiment(get_preset(args.target, args.overrides), Path(args.out), args.classes, args.instances)
     return 0
 
 
@@ -360,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
         except BaseException as err:
             failed = err
         if stopped is not None:  # imported now, under the handlers (a further signal is ignored)
-            from fdsl.resume import report_interrupted
+            from fdsl.resume import end_stopped, report_interrupted
 
             code = report_interrupted(args.command, argv, Path(args.out), stopped)
     where = log.folder if log.folder and log.folder.is_dir() and log.used_ray else None
@@ -375,6 +374,8 @@ def main(argv: list[str] | None = None) -> int:
     if where and code in (0, 130, 143):  # a user's mistake stays one line
         print(f"logs: {where}/ ({DRIVER_LOG}; Ray's worker logs in ray/)" if log.ray_logs
               else f"logs: {where}/{DRIVER_LOG}")
+    if stopped is not None:
+        end_stopped(code)
     return code
 
 

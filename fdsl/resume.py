@@ -16,11 +16,12 @@
 from __future__ import annotations
 
 import gc
+import os
 import shlex
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from fdsl.platform.connect import release
 from fdsl.platform.data.manifest import load_progress
 from fdsl.platform.interrupt import Interrupted
 from fdsl.platform.train.checkpoints import newest_checkpoint_step
@@ -52,13 +53,23 @@ def kept_and_next(command: str, out: Path) -> tuple[str, bool]:
 
 
 def report_interrupted(command: str, argv: list[str], out: Path, err: Interrupted) -> int:
-    """After SIGINT / SIGTERM: one line, what was kept and the command that continues it, then end
-    the Ray this command started; returns the exit code, 130 / 143. `err` comes without its
-    traceback: the frames it held (a data iterator among them) are collected here, while Ray is up."""
+    """After SIGINT / SIGTERM: one line, what was kept and the command that continues it; returns the
+    exit code, 130 / 143 (`end_stopped` then ends the process). `err` comes without its traceback:
+    the frames it held (a data iterator among them) are collected here, while Ray is up."""
     gc.collect()
     kept, resume = kept_and_next(command, out)
     again = shlex.join(["fdsl", *argv, *(["--resume"] if resume and "--resume" not in argv else [])])
     print(f"fdsl {command}: stopped by {err.name}; {kept}; continue with: {again}", file=sys.stderr,
           flush=True)
-    release()  # after the line: a local Ray with busy workers can take ~10 s to stop
     return err.exit_code
+
+
+def end_stopped(code: int) -> NoReturn:
+    """End a stopped command's process now with `code` (its line printed, its logs copied), without
+    Python's exit handlers. Ray's would shut Ray down under its own background threads (a stopped data
+    iterator's prefetcher), and a thread that then calls into Ray makes Ray end the process with exit
+    1. The local Ray the command started ends with it (Ray's kernel fate-sharing: its processes get
+    SIGKILL when the driver ends); a cluster it joined sees its driver end, with its tasks and actors."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

@@ -8,9 +8,11 @@ and SIGTERM (what `kill`, a batch scheduler or a spot preemption sends) end it t
    `graceful(stop)` block, calls `stop()` instead, which asks the running work to wind down
    (a sweep: Tune's own stop, which saves its state one last time). Further signals are ignored
    while the command winds down: a second Ctrl-C can no longer tear what is being saved.
-2. `fdsl.cli` then stops the Ray this command started (a cluster it joined keeps running; the
-   run's actors and workers, owned by this driver, end with it), prints one line saying what was
-   kept and the exact command that continues it, and exits 130 (SIGINT) or 143 (SIGTERM).
+2. `fdsl.cli` then prints one line saying what was kept and the exact command that continues it,
+   copies the logs and ends the process with 130 (SIGINT) or 143 (SIGTERM) at once
+   (`fdsl.resume.end_stopped`): the local Ray this command started ends with it (Ray's kernel
+   fate-sharing); a cluster it joined keeps running, and the run's actors and workers, owned by
+   this driver, end there.
 
 Ray's own handlers would get in the way, so they are kept out: `ray.init` installs a SIGTERM
 handler (`reinstall` puts ours back after it), Ray Train's `fit()` installs a SIGINT handler when it

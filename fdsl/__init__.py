@@ -2,13 +2,13 @@
 
 Importing `fdsl` (or `fdsl.generators`) never imports Ray or torch. The Python API
 (`fdsl.generate`, `fdsl.pretrain`, `fdsl.finetune`, `fdsl.ssl`, `fdsl.sweep`, `fdsl.experiment`,
-`fdsl.shutdown`; docs/python.md) lives in `fdsl.api`, loaded on first use.
+`fdsl.tracking`, `fdsl.shutdown`; docs/python.md) lives in `fdsl.api`, loaded on first use.
 """
 
 __version__ = "0.1.0"
 
 API = ("DataSet", "FineTuning", "Run", "SweepResult", "experiment", "finetune", "generate", "pretrain",
-       "shutdown", "ssl", "sweep")
+       "shutdown", "ssl", "sweep", "tracking")
 
 
 def __getattr__(name: str):

@@ -26,6 +26,7 @@ import ray
 
 from fdsl.config import apply_overrides
 from fdsl.experiment import Experiment
+from fdsl.platform import tracking as _tracking
 from fdsl.platform.connect import connect
 from fdsl.platform.data.synthesis import generate as _generate
 from fdsl.platform.train.finetune import finetune as _finetune
@@ -36,7 +37,7 @@ from fdsl.presets import get_preset
 from fdsl.sweeps import check_sweep, get_sweep, sweep_label
 
 __all__ = ["DataSet", "FineTuning", "Run", "SweepResult", "experiment", "finetune", "generate", "pretrain",
-           "shutdown", "ssl", "sweep"]
+           "shutdown", "ssl", "sweep", "tracking"]
 
 PathLike = str | os.PathLike
 
@@ -147,6 +148,13 @@ def sweep(name: str, out: PathLike, overrides: Sequence[str] = (), *, resume: bo
     summary = run_sweep(config, sweep_label(name), out, check_sweep(config), resume=resume, address=address)
     return SweepResult(Path(summary["sweep_dir"]), Path(summary["report"]), summary["trials"],
                        summary["errors"], summary["settings"], summary["seconds"])
+
+
+def tracking(uri: str | None = None, *, enabled: bool = True) -> None:
+    """Where this process's runs are logged (MLflow, docs/tracking.md): `uri` (a server or
+    sqlite:///PATH; None: MLFLOW_TRACKING_URI, else runs/mlflow.db in the working directory), or
+    nowhere with `enabled=False`. Tracking is on by default."""
+    _tracking.configure(uri, enabled=enabled)
 
 
 def shutdown() -> None:

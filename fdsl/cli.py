@@ -16,6 +16,7 @@ from pathlib import Path
 
 from fdsl import __version__
 from fdsl.atomic import OutputError, machine_error
+from fdsl.cli_results import add_result_commands, add_tracking_arguments, configure_tracking
 from fdsl.platform import interrupt
 from fdsl.platform.console import DRIVER_LOG, VERBOSE_ENV, command_log
 
@@ -132,6 +133,7 @@ def _add_resume(p: argparse.ArgumentParser, extend: str = "") -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its newest "
                    f"checkpoint{extend}; checkpoint files that would run code when loaded are refused")
     _add_verbose(p)
+    add_tracking_arguments(p)
 
 
 def cmd_pretrain(args) -> int:
@@ -226,6 +228,7 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--address", default=None,
                    help="Ray cluster to join (auto, host:port or ray://host:10001); default: a local Ray")
     _add_verbose(p)
+    add_tracking_arguments(p)
 
 
 def cmd_sweep(args) -> int:
@@ -252,15 +255,6 @@ def cmd_report(args) -> int:
 
     paths = write_report(args.dir)
     print(f"report: {paths['html']} (also {paths['md'].name}, {paths['csv'].name})")
-    return 0
-
-
-def cmd_export(args) -> int:
-    from fdsl.export import export_run
-
-    out = export_run(args.run, args.out, args.results)
-    print(f"export: {out}/ (model.safetensors, config.json, README.md); timm loads it with "
-          f"timm.create_model('local-dir:{out}', pretrained=True)")
     return 0
 
 
@@ -324,17 +318,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_report_arguments(p)
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("export", help="a run's weights as a Hugging Face Hub folder with its model card")
-    p.add_argument("run", help="a finished `fdsl pretrain`, `ssl` or `finetune` run folder")
-    p.add_argument("--out", required=True, help="the folder to write (new or empty)")
-    p.add_argument("--results", nargs="*", default=[], metavar="FINETUNE_RUN",
-                   help="fine-tuning runs of these weights whose top-1 and seeds go into the model card")
-    p.set_defaults(func=cmd_export)
+    add_result_commands(sub)  # export, track, ui
     p = sub.add_parser("quickstart",
                        help="a small replication on a local Ray: laptop FDSL vs scratch, 2 seeds, a sweep")
     p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")
     p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
     _add_verbose(p)
+    add_tracking_arguments(p)
     p.set_defaults(func=cmd_quickstart)
     return parser
 
@@ -345,6 +335,7 @@ RUN_COMMANDS = ("generate", "pretrain", "finetune", "ssl", "sweep", "quickstart"
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_tracking(args)
     if getattr(args, "verbose", False):
         os.environ[VERBOSE_ENV] = "1"
     if args.command not in RUN_COMMANDS:

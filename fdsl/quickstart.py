@@ -29,7 +29,7 @@ import ray
 
 from fdsl.atomic import atomic_write_text, check_writable, owned_folder
 from fdsl.figures import plt, save_figure
-from fdsl.platform import console
+from fdsl.platform import console, tracking
 from fdsl.platform.connect import connect
 from fdsl.platform.data.synthesis import generate
 from fdsl.platform.interrupt import Interrupted
@@ -87,55 +87,69 @@ def run_quickstart(out: str | Path, *, num_cpus: int | None = None, log=print) -
                       "result": kept + _describe(name, value)})
         return value
 
-    with owned_folder(out, "fdsl quickstart"):  # one quickstart per folder
-        try:
-            data = out / "data"
-            step("generate", lambda: generate(get_preset(QUICKSTART_PRESET), data).manifest)
-            step("preview", lambda: preview_dataset(data, out / "preview.png"))
-            runs = [f"finetune-{arm}-{s}" for arm in ("fdsl", "scratch") for s in SEEDS]
-            if (out / SUMMARY).is_file():  # a finished quickstart: its training steps run anew
-                for stale in ("pretrain", "sweep", *runs):
-                    shutil.rmtree(out / stale, ignore_errors=True)
-                (out / SUMMARY).unlink()
-            pre = step("pretrain", lambda: _pretrain_step(out / "pretrain", data))
-            for seed in SEEDS:
-                tune = get_preset(QUICKSTART_PRESET, [f"finetune.seed={seed}"])
-                for arm, weights in (("fdsl", pre["model"]), ("scratch", "scratch")):
-                    name = f"finetune-{arm}-{seed}"
-                    step(name, lambda t=tune, w=weights, n=name: _finetune_step(t, w, out / n))
-            sweep = get_sweep(QUICKSTART_SWEEP)
-            sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
-            resume = (out / "sweep" / SWEEP_FILE).is_file()  # a sweep the last quickstart stopped
-            if not resume:
-                shutil.rmtree(out / "sweep", ignore_errors=True)
-            step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep),
-                                            resume=resume))
-        except Interrupted:  # the command's line comes first; fdsl.cli then stops this Ray
-            raise
-        except BaseException:
-            if started_here:
-                ray.shutdown()
-            raise
-        else:
-            if started_here:
-                ray.shutdown()
-        finally:
-            console.EVERY_S = every_s
-    summary = _summary(steps, results)
+    tags, params = {"fdsl.kind": "quickstart", "fdsl.preset": QUICKSTART_PRESET}, {"seeds": list(SEEDS)}
+    with tracking.parent("quickstart", out, tags, params) as parent:  # MLflow: its runs nested under one
+        with owned_folder(out, "fdsl quickstart"):  # one quickstart per folder
+            try:
+                data = out / "data"
+                step("generate", lambda: generate(get_preset(QUICKSTART_PRESET), data).manifest)
+                step("preview", lambda: preview_dataset(data, out / "preview.png"))
+                runs = [f"finetune-{arm}-{s}" for arm in ("fdsl", "scratch") for s in SEEDS]
+                if (out / SUMMARY).is_file():  # a finished quickstart: its training steps run anew
+                    for stale in ("pretrain", "sweep", *runs):
+                        shutil.rmtree(out / stale, ignore_errors=True)
+                    (out / SUMMARY).unlink()
+                pre = step("pretrain", lambda: _pretrain_step(out / "pretrain", data))
+                for seed in SEEDS:
+                    tune = get_preset(QUICKSTART_PRESET, [f"finetune.seed={seed}"])
+                    for arm, weights in (("fdsl", pre["model"]), ("scratch", "scratch")):
+                        name = f"finetune-{arm}-{seed}"
+                        step(name, lambda t=tune, w=weights, n=name: _finetune_step(t, w, out / n))
+                sweep = get_sweep(QUICKSTART_SWEEP)
+                sweep.weights = str(out / "pretrain")  # a fine-tuning sweep of the weights just pre-trained
+                resume = (out / "sweep" / SWEEP_FILE).is_file()  # a sweep the last quickstart stopped
+                if not resume:
+                    shutil.rmtree(out / "sweep", ignore_errors=True)
+                step("sweep", lambda: run_sweep(sweep, QUICKSTART_SWEEP, out / "sweep", check_sweep(sweep),
+                                                resume=resume))
+            except Interrupted:  # the command's line comes first; fdsl.cli then stops this Ray
+                raise
+            except BaseException:
+                if started_here:
+                    ray.shutdown()
+                raise
+            else:
+                if started_here:
+                    ray.shutdown()
+            finally:
+                console.EVERY_S = every_s
+        summary = _summary(steps, results)
 
-    atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
-    save_comparison(summary, out / COMPARISON)
-    index = write_index(out, summary)
-    log(_table(steps, summary["seconds"]))
-    fdsl, scratch = summary["fdsl_top1"], summary["scratch_top1"]
-    log(f"FDSL effect on digits (10 labelled images per class, seeds {list(SEEDS)}): pre-trained "
-        f"{_mean_std(fdsl)} vs scratch {_mean_std(scratch)} top-1, effect {100 * summary['effect']:+.1f} "
-        f"points (per seed {', '.join(f'{100 * d:+.1f}' for d in summary['effect_per_seed'])}); "
-        f"raw-pixel logistic regression {_mean_std(summary['logreg_top1'])}")
-    log(f"quickstart done in {summary['seconds']:.0f}s. Summary: {out / SUMMARY}")
-    log(f"Sweep report: {results['sweep']['report']}")
-    log(f"Everything on one page (preview, curves, comparison, report): {index}")
-    return summary
+        atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2) + "\n")
+        save_comparison(summary, out / COMPARISON)
+        index = write_index(out, summary)
+        log(_table(steps, summary["seconds"]))
+        fdsl, scratch = summary["fdsl_top1"], summary["scratch_top1"]
+        log(f"FDSL effect on digits (10 labelled images per class, seeds {list(SEEDS)}): pre-trained "
+            f"{_mean_std(fdsl)} vs scratch {_mean_std(scratch)} top-1, effect {100 * summary['effect']:+.1f} "
+            f"points (per seed {', '.join(f'{100 * d:+.1f}' for d in summary['effect_per_seed'])}); "
+            f"raw-pixel logistic regression {_mean_std(summary['logreg_top1'])}")
+        log(f"quickstart done in {summary['seconds']:.0f}s. Summary: {out / SUMMARY}")
+        log(f"Sweep report: {results['sweep']['report']}")
+        log(f"Everything on one page (preview, curves, comparison, report): {index}")
+        if parent is not None and not parent.failed:
+            parent.metrics(_tracked_figures(summary))
+            parent.artifacts([out / SUMMARY, out / COMPARISON, index])
+            log(f"MLflow: every run above is in {parent.uri} (`fdsl ui` opens it)")
+        return summary
+
+
+def _tracked_figures(summary: dict) -> dict[str, float]:
+    """The quickstart's figures in MLflow: the effect, and each arm's top-1 per seed."""
+    figures = {"effect": summary["effect"], "seconds": summary["seconds"]}
+    for key in ("fdsl_top1", "scratch_top1", "logreg_top1"):
+        figures.update({f"{key}.seed{s}": v for s, v in zip(SEEDS, summary[key], strict=True)})
+    return figures
 
 
 def _resumable(folder: Path) -> bool:

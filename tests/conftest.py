@@ -30,6 +30,14 @@ def _sweep_seal_key(tmp_path_factory):
     os.environ.setdefault("FDSL_SEAL_KEY", str(tmp_path_factory.mktemp("seal") / "sweep-seal.key"))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _no_tracking():
+    """The suite logs nothing to MLflow (no runs/mlflow.db in the checkout; no MLflow import in every
+    command it starts): FDSL_TRACKING=0, inherited by those commands. tests/test_tracking.py and the
+    Python page's test turn it on for themselves."""
+    os.environ["FDSL_TRACKING"] = "0"
+
+
 def run_python(code: str, timeout: int = 300) -> subprocess.CompletedProcess:
     """Run `code` in a new Python process (same interpreter and environment)."""
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

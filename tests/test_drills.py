@@ -29,11 +29,11 @@ pytestmark = [pytest.mark.drill, pytest.mark.timeout(900)]
 FDSL = str(Path(sys.executable).parent / "fdsl")
 
 
-def interrupt(argv: list[str], sig: int, ready, timeout: float = 400) -> tuple[int, str, float]:
-    """Run `fdsl argv`; once `ready()` holds, send `sig` (SIGINT: to its process group, SIGTERM: to the
-    command). Returns (exit code, stderr, seconds from the signal to the exit)."""
+def interrupt(argv: list[str], sig: int, ready, timeout: float = 400, **popen) -> tuple[int, str, float]:
+    """Run `fdsl argv` (`popen`: cwd, env); once `ready()` holds, send `sig` (SIGINT: to its process
+    group, SIGTERM: to the command). Returns (exit code, stderr, seconds from the signal to the exit)."""
     proc = subprocess.Popen([FDSL, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
+                            start_new_session=True, **popen)
     deadline = time.monotonic() + timeout
     while proc.poll() is None and not ready() and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -53,11 +53,11 @@ def stopped_line(err: str, command: str, sig: str) -> str:
     return lines[0]
 
 
-def continue_with(line: str) -> subprocess.CompletedProcess:
-    """Run the command the line names, exactly."""
+def continue_with(line: str, **run) -> subprocess.CompletedProcess:
+    """Run the command the line names, exactly (`run`: cwd, env)."""
     argv = shlex.split(line.split("continue with: ", 1)[1])
     assert argv[0] == "fdsl"
-    return subprocess.run([FDSL, *argv[1:]], capture_output=True, text=True, timeout=600)
+    return subprocess.run([FDSL, *argv[1:]], capture_output=True, text=True, timeout=600, **run)
 
 
 def rows(path: Path) -> int:
@@ -213,13 +213,17 @@ def test_a_signal_while_ray_starts_stops_the_command(tmp_path):
 def test_quickstart_sigint_mid_pretraining_then_the_same_command_continues_it(tmp_path):
     """Ctrl-C once the quickstart's pre-training has a checkpoint: exit 130, and the line names the
     same command, which verifies the data set, continues the pre-training from that checkpoint (one
-    `resume` event) and finishes every step: the whole of `make quickstart`, stopped and continued."""
+    `resume` event) and finishes every step: the whole of `make quickstart`, stopped and continued.
+    Tracking on, as `make quickstart` runs it: every run lands in the default MLflow store
+    (runs/mlflow.db under the working directory), the stopped ones continued, not logged twice."""
     out = tmp_path / "qs"
+    where = {"cwd": tmp_path, "env": {k: v for k, v in os.environ.items() if k != "FDSL_TRACKING"}}
     code, err, took = interrupt(["quickstart", "--out", str(out)], signal.SIGINT,
-                                lambda: any((out / "pretrain" / "train").glob("checkpoint_0*")), timeout=900)
+                                lambda: any((out / "pretrain" / "train").glob("checkpoint_0*")), timeout=900,
+                                **where)
     line = stopped_line(err, "quickstart", "SIGINT")
     assert code == 130 and took < 30 and line.endswith(f"continue with: fdsl quickstart --out {out}"), line
-    done = continue_with(line)
+    done = continue_with(line, **where)
     assert done.returncode == 0, done.stderr[-3000:]
     events = [json.loads(x) for x in (out / "pretrain" / "events.jsonl").read_text().splitlines()]
     resumed = [e["step"] for e in events if e["event"] == "resume"]
@@ -227,6 +231,21 @@ def test_quickstart_sigint_mid_pretraining_then_the_same_command_continues_it(tm
     summary = json.loads((out / "summary.json").read_text())
     assert [s["name"] for s in summary["steps"]][:3] == ["generate", "preview", "pretrain"]
     assert len(summary["fdsl_top1"]) == 2 and (out / "sweep" / "report.html").is_file()
+    assert "MLflow: every run above is in sqlite:///" in done.stdout, done.stdout[-2000:]
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("fdsl").experiment_id])
+    kinds = sorted(r.data.tags["fdsl.kind"] for r in runs)
+    assert kinds == ["finetune"] * 4 + ["pretrain", "quickstart", "sweep"] + ["trial"] * 4, kinds
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    by_kind = {r.data.tags["fdsl.kind"]: r for r in runs}
+    parent = by_kind["quickstart"].info.run_id
+    assert all(r.data.tags.get("mlflow.parentRunId") == parent for r in runs
+               if r.data.tags["fdsl.kind"] in ("pretrain", "finetune", "sweep"))
+    steps = sorted(m.step for m in client.get_metric_history(by_kind["pretrain"].info.run_id, "loss"))
+    assert steps == list(range(1, 3001)), (len(steps), steps[:3], steps[-3:])  # every step once, resumed
+    assert by_kind["quickstart"].data.metrics["effect"] == pytest.approx(summary["effect"])
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")

@@ -24,13 +24,14 @@ def test_the_python_page_runs(tmp_path):
     assert len(blocks) >= 3
     script = tmp_path / "page.py"
     script.write_text("\n".join(blocks))
-    env = {**os.environ, "PYTHONPATH": str(PAGE.parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(PAGE.parents[1]), "FDSL_TRACKING": "1"}  # the default store
     res = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=580)
     assert res.returncode == 0, res.stderr[-3000:]
     assert "pre-trained 60 steps" in res.stdout and "effect" in res.stdout
     assert "VisionTransformer" in res.stdout
     assert (tmp_path / "runs" / "nb" / "ft-scratch" / "metrics.json").is_file()
+    assert (tmp_path / "runs" / "mlflow.db").is_file() and "ft-scratch" in res.stdout
 
 
 def test_importing_fdsl_stays_light():

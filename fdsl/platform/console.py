@@ -269,10 +269,11 @@ def _duration(seconds: float) -> str:
 
 @contextlib.contextmanager
 def follow_metrics(path: Path, progress: Progress, describe: Callable[[dict], tuple[int, str]],
-                   poll_s: float = 1.0):
+                   poll_s: float = 1.0, on_rows: Callable[[list[dict]], None] | None = None):
     """While the body runs, follow the JSON rows appended to `path` (a run's metrics.jsonl, written
     by rank 0 wherever it runs, the run folder being shared) and show the newest one:
-    `describe(row) -> (units done, text)`. A restarted worker group rewrites the file: followed anew."""
+    `describe(row) -> (units done, text)`; `on_rows(rows)` gets every new row (MLflow's live
+    metrics). A restarted worker group rewrites the file: followed anew."""
     stop = threading.Event()
 
     def follow():
@@ -298,6 +299,8 @@ def follow_metrics(path: Path, progress: Progress, describe: Callable[[dict], tu
             rows = [r for r in rows if isinstance(r, dict)]
             if rows:
                 progress.update(*describe(rows[-1]))
+                if on_rows is not None:
+                    on_rows(rows)
             if stopping:
                 return
 

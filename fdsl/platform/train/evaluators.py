@@ -27,6 +27,8 @@ from fdsl.platform.train.dino import headless
 from fdsl.platform.train.plans import SSLModel
 from fdsl.platform.train.weights import load_pretrained
 
+KNN_FILE = "knn.json"
+"""An SSL run's k-NN probe (`knn_probe`): its final figures."""
 
 def _pixels(images: np.ndarray) -> np.ndarray:
     return np.asarray(images, dtype=np.float32).reshape(len(images), -1) / 255.0
@@ -130,5 +132,5 @@ def knn_probe(out: Path, data, seed: int, out_dim: int, spec: SSLModel) -> dict:
                                         patch_size=spec.patch_size), *images, **kwargs)
     result = {"knn_top1": teacher, "knn_top1_random_init": random_init, "knn_k": 20,
               "ln_out_dim": round(float(np.log(out_dim)), 4)}
-    atomic_write_text(out / "knn.json", json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out / KNN_FILE, json.dumps(result, indent=2) + "\n")
     return result

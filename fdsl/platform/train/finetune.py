@@ -1,7 +1,6 @@
 """Fine-tuning pre-trained (FDSL, SSL, timm) or scratch weights on a target set, on Ray Train.
 
-    fdsl finetune debug-finetune --weights runs/pretrain/debug/model.safetensors --dataset digits \
-        --out runs/finetune/debug
+    fdsl finetune debug-finetune --weights runs/pretrain/debug --dataset digits --out runs/finetune/debug
     finetune(get_preset("debug-finetune"), "runs/pretrain/debug", "digits", "runs/finetune/debug")
 
 Weights: a `fdsl pretrain` / `fdsl ssl` run (its folder or `model.safetensors`, with `config.json`
@@ -64,7 +63,7 @@ from fdsl.platform.train.engine import make_engine
 from fdsl.platform.train.evaluators import evaluate, pixel_baselines, val_tensors
 from fdsl.platform.train.optim import create_optimizer, create_scheduler
 from fdsl.platform.train.plans import PLAN, FinetunePlan, Memory
-from fdsl.platform.train.plots import CURVES_PNG, Panel, save_confusion_png, save_curves
+from fdsl.platform.train.plots import CONFUSION_PNG, CURVES_PNG, Panel, save_confusion_png, save_curves
 from fdsl.platform.train.run import (
     CONFUSION_FILE,
     SUMMARY_FILE,
@@ -85,6 +84,7 @@ from fdsl.platform.train.run import (
     write_finetune_summary,
 )
 from fdsl.platform.train.streams import eval_dataset, measure_loader, target_stream
+from fdsl.platform.train.tracked import tracked
 from fdsl.platform.train.weights import (
     build_model,
     check_model_of,
@@ -95,7 +95,6 @@ from fdsl.platform.train.weights import (
     resolve_weights,
 )
 
-CONFUSION_PNG = "confusion.png"
 __all__ = ["build_model", "finetune", "head_info", "prepare_finetune", "resolve_weights"]
 
 
@@ -244,15 +243,16 @@ def prepare_finetune(experiment, weights: str, dataset: str | None, out: str | o
     return plan, data
 
 
+@tracked("finetune")
 def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLike, *,
              address: str | None = None, callbacks: Sequence[Any] = (), resume: bool = False) -> dict:
     """Fine-tune `weights` on `dataset` (default `experiment.finetune.dataset`) into run folder `out`.
 
     Checks everything first (`prepare_finetune`), holds the folder, starts (or joins, with
     `address`) Ray, measures the loader alone, runs the TorchTrainer (`callbacks` go to its
-    RunConfig, e.g. Tune's `TuneReportCallback()`) and returns the summary of `metrics.json`.
-    A checkpoint is kept at every evaluation but the last; `resume=True` continues the run in `out`
-    from its newest one (the same experiment and weights).
+    RunConfig, e.g. Tune's `TuneReportCallback()`) and returns the summary of `metrics.json`. A
+    checkpoint is kept at every evaluation but the last; `resume=True` continues the run in `out`
+    from its newest one (the same experiment and weights). Logged to MLflow (`tracked`).
     """
     plan, data = prepare_finetune(experiment, weights, dataset, out, resume=resume)
     cfg, spec, out = plan.cfg, plan.weights, Path(plan.run_dir)
@@ -270,8 +270,8 @@ def finetune(experiment, weights: str, dataset: str | None, out: str | os.PathLi
             if cfg.loader_probe_images else {}
         baselines = pixel_baselines(data.train_images, data.train_labels, data.val_images, data.val_labels,
                                     seed=cfg.seed)
-        extra = {**plan.extra, "baselines": baselines, "throughput_probe": probe}
-        plan = dataclasses.replace(plan, extra=extra)
+        plan = dataclasses.replace(plan, extra={**plan.extra, "baselines": baselines,
+                                                "throughput_probe": probe})
         start = time.perf_counter()
         fit(train_func, plan, cfg, out, {"train": train_ds, "val": val_ds}, callbacks=callbacks,
             keep_checkpoints=KEEP_CHECKPOINTS,

@@ -15,6 +15,7 @@ import numpy as np
 from fdsl.figures import plt, save_figure
 
 CURVES_PNG = "curves.png"
+CONFUSION_PNG = "confusion.png"
 
 
 @dataclass

@@ -69,6 +69,7 @@ from fdsl.platform.train.run import (
     write_experiment,
 )
 from fdsl.platform.train.streams import micro_batches, open_source, training_dataset
+from fdsl.platform.train.tracked import tracked
 from fdsl.platform.train.weights import WEIGHTS_FILE, check_buildable, export_weights
 
 
@@ -219,6 +220,7 @@ def prepare_run(experiment, data: str, out: str | os.PathLike, *, resume: bool =
                                       cfg.images_seen(num_images) if cfg.pass_copies(num_images) > 1 else 0))
 
 
+@tracked("pretrain")
 def pretrain(experiment, data: str, out: str | os.PathLike, *, resume: bool = False,
              address: str | None = None) -> dict:
     """Pre-train `experiment.pretrain` on `data` ("stream" or a generated folder) into run folder `out`.

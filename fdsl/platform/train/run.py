@@ -44,6 +44,7 @@ from fdsl.atomic import atomic_write_text, check_writable, owned_folder
 from fdsl.platform.connect import connect, local_num_cpus, release, starts_local
 from fdsl.platform.console import Progress, follow_metrics
 from fdsl.platform.interrupt import Interrupted
+from fdsl.platform.tracking import live_rows
 from fdsl.platform.train.config import EXPERIMENT_FILE
 from fdsl.platform.train.memory import check_fits, estimate_bytes
 from fdsl.platform.train.plans import PLAN, Memory
@@ -179,7 +180,7 @@ def fit(train_func, plan, cfg: WorkersSection, out: Path, datasets: dict, *,
         if progress is None:
             return _fit(trainer, cfg.local_mode)
         name, total, describe = progress
-        with follow_metrics(out / METRICS_LOG, Progress(name, total), describe):
+        with follow_metrics(out / METRICS_LOG, Progress(name, total), describe, on_rows=live_rows(out)):
             return _fit(trainer, cfg.local_mode)
     except BaseException:
         set_aside_failed_run(out)

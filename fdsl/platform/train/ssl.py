@@ -76,6 +76,7 @@ from fdsl.platform.train.run import (
     write_experiment,
 )
 from fdsl.platform.train.streams import seeded_stream
+from fdsl.platform.train.tracked import tracked
 from fdsl.platform.train.weights import WEIGHTS_FILE, check_buildable, export_weights
 
 
@@ -206,6 +207,7 @@ def prepare_ssl(experiment, dataset: str | None, out: str | os.PathLike, *, resu
     return plan, data
 
 
+@tracked("ssl")
 def ssl(experiment, dataset: str | None, out: str | os.PathLike, *, address: str | None = None,
         callbacks=(), resume: bool = False) -> dict:
     """DINO pre-training of `experiment.ssl` on the training images of `dataset` into run folder `out`

@@ -68,6 +68,7 @@ from fdsl.platform.tune.sweep_config import (
     seeded_weights,
     trial_overrides,
 )
+from fdsl.platform.tune.tracked import TrialTracking, tracked_sweep
 from fdsl.preview import render_grid, save_grid
 from fdsl.schema import load_json
 
@@ -185,7 +186,8 @@ def _tuner(sweep: SweepConfig, sweep_dir: Path, trainable, epochs: float):
         run_config=tune.RunConfig(
             name=TUNE_NAME, storage_path=str(sweep_dir), verbose=0,
             failure_config=tune.FailureConfig(max_failures=sweep.max_failures),
-            callbacks=[SweepProgress(expected_trials(sweep), sweep.metric, sweep.mode), SealCallback()]))
+            callbacks=[SweepProgress(expected_trials(sweep), sweep.metric, sweep.mode), SealCallback(),
+                       TrialTracking(sweep_dir)]))
 
 
 def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base) -> None:
@@ -268,28 +270,30 @@ def run_sweep(sweep: SweepConfig, name: str, out: str | os.PathLike, base, *, re
         if sweep.trial_resource:
             resources[sweep.trial_resource] = 1
         trainable = tune.with_resources(run_trial, resources)
-        start = time.perf_counter()
-        if sweep.designed:  # the scratch arm first: every trial's effect is paired with it
-            run_scratch_arm(sweep, base, sweep_dir)
-        if resume and tune.Tuner.can_restore(str(tune_path)):
-            tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
-        else:
-            tuner = _tuner(sweep, sweep_dir, trainable, base.finetune.epochs)
-        with tune_output(), interrupt.graceful(interrupt.tune_stop):
-            results = tuner.fit()
-        if interrupt.received() is not None:  # Tune stopped its trials and saved its state: not final
-            raise interrupt.Interrupted(interrupt.received())
-        _finalise_records(sweep_dir, results)
-        paths = write_report(sweep_dir)
-        best = None
-        with contextlib.suppress(RuntimeError):
-            best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
-        return {"sweep_dir": str(sweep_dir), "trials": len(results), "errors": results.num_errors,
-                "seconds": round(time.perf_counter() - start, 1), "generations": count_generations(sweep_dir),
-                "pretrainings": count_pretrainings(sweep_dir),
-                "metric": sweep.metric, "best_params": best.config["params"] if best else None,
-                "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
-                "settings": json.loads(paths["settings"].read_text()), "report": str(paths["html"])}
+        with tracked_sweep(sweep_dir, name, sweep.to_dict(), base.to_dict()):  # MLflow: trials nested
+            start = time.perf_counter()
+            if sweep.designed:  # the scratch arm first: every trial's effect is paired with it
+                run_scratch_arm(sweep, base, sweep_dir)
+            if resume and tune.Tuner.can_restore(str(tune_path)):
+                tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_errored=True)
+            else:
+                tuner = _tuner(sweep, sweep_dir, trainable, base.finetune.epochs)
+            with tune_output(), interrupt.graceful(interrupt.tune_stop):
+                results = tuner.fit()
+            if interrupt.received() is not None:  # Tune stopped its trials and saved its state: not final
+                raise interrupt.Interrupted(interrupt.received())
+            _finalise_records(sweep_dir, results)
+            paths = write_report(sweep_dir)
+            best = None
+            with contextlib.suppress(RuntimeError):
+                best = results.get_best_result(metric=sweep.metric, mode=sweep.mode)
+            made = {"generations": count_generations(sweep_dir),
+                    "pretrainings": count_pretrainings(sweep_dir)}
+            return {"sweep_dir": str(sweep_dir), "trials": len(results), "errors": results.num_errors,
+                    "seconds": round(time.perf_counter() - start, 1), **made,
+                    "metric": sweep.metric, "best_params": best.config["params"] if best else None,
+                    "best_metric": (best.metrics or {}).get(sweep.metric) if best else None,
+                    "settings": json.loads(paths["settings"].read_text()), "report": str(paths["html"])}
 
 
 def describe_best(summary: dict) -> str:

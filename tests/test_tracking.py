@@ -139,10 +139,13 @@ def test_runs_and_a_sweeps_nested_trials_reach_the_server_and_its_ui(ray_local, 
         f"{server.url}/api/2.0/mlflow/metrics/get-history?run_id={pre_run['info']['run_id']}&metric_key=loss",
         timeout=30).read())["metrics"]
     assert [m["step"] for m in loss] == list(range(1, 7))  # every step, once
+    listed = json.loads(urllib.request.urlopen(
+        f"{server.url}/api/2.0/mlflow/artifacts/list?run_id={pre_run['info']['run_id']}", timeout=30).read())
+    assert {f["path"] for f in listed["files"]} == {"curves.png", "experiment.json"}
     ft_metrics = _metrics(ft_run)
     assert ft_metrics["finetune_top1"] == pytest.approx(tuned.top1)
     assert ft_metrics["baselines.logreg_top1"] == pytest.approx(tuned.baselines["logreg_top1"])
-    assert _tags(ft_run)["fdsl.weights"] == str(pre.path)
+    assert _tags(ft_run)["fdsl.weights"] == str(pre.path) and _tags(ft_run)["fdsl.target"] == "digits"
     for trial in by_kind["trial"]:  # nested under the sweep, with their axes and figures
         assert _tags(trial)["mlflow.parentRunId"] == sweep_run["info"]["run_id"]
         assert {"finetune.lr", "finetune.seed"} <= set(_params(trial))

@@ -92,6 +92,8 @@ class Tracker:
         self.run_id: str | None = None
         self.failed = False
         self.last_step: float = float("-inf")
+        self.row_keys: set[str] = set()
+        """Metrics logged step by step: a run's final figures do not log them once more."""
         self._lock = threading.Lock()
         self._client = None
 
@@ -126,6 +128,7 @@ class Tracker:
                 run = found[0]
                 client.update_run(run.info.run_id, status="RUNNING")
                 key = next(iter(run.data.metrics), None)
+                self.row_keys.update(run.data.metrics)
                 if key is not None:
                     self.last_step = max(m.step for m in client.get_metric_history(run.info.run_id, key))
                 return run.info.run_id
@@ -178,15 +181,17 @@ class Tracker:
             for i in range(0, len(metrics), MAX_METRICS_PER_BATCH):
                 client.log_batch(self.run_id, metrics=metrics[i:i + MAX_METRICS_PER_BATCH])
             self.last_step = last
+            self.row_keys.update(m.key for m in metrics)
 
         self._call(log)
 
     def metrics(self, values: dict, step: int = 0) -> None:
-        """The numeric leaves of `values` at `step` (a run's final figures)."""
+        """The numeric leaves of `values` at `step` (a run's final figures), but those its rows
+        logged already."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, v, now, int(step)) for k, v in numbers(values).items()]
+        metrics = [Metric(k, v, now, int(step)) for k, v in numbers(values).items() if k not in self.row_keys]
         if metrics and self.run_id:
             self._call(lambda c: c.log_batch(self.run_id, metrics=metrics))
 

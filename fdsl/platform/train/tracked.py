@@ -32,8 +32,9 @@ from fdsl.platform.train.run import METRICS_LOG, SUMMARY_FILE
 from fdsl.platform.train.weights import WEIGHTS_FILE
 from fdsl.schema import read_jsonl
 
-SOURCES = {"pretrain": "data", "finetune": "weights", "ssl": "dataset"}
-"""The argument of each trainer that names what it trained from (a tag of its run)."""
+SOURCES = {"pretrain": "data", "finetune": "weights"}
+"""The argument of a trainer that names what it trained from (a tag of its run); fine-tuning and
+SSL also tag their target set (`fdsl.target`)."""
 FINAL_FILES = {"finetune": SUMMARY_FILE, "ssl": KNN_FILE}
 """The file of a finished run's final figures (pre-training's are its last metrics row)."""
 
@@ -60,6 +61,8 @@ def describe(kind: str, experiment, source: str | None) -> tuple[dict, dict]:
             "fdsl.seed": str(section.seed)}
     if kind == "pretrain":
         tags["fdsl.data_seed"] = str(experiment.data.seed)
+    else:  # the trainer has set its --dataset into the experiment by the time a run is logged
+        tags["fdsl.target"] = section.dataset
     if source is not None:
         tags[f"fdsl.{SOURCES[kind]}"] = str(source)
     return params, {k: v for k, v in tags.items() if v is not None}
@@ -95,12 +98,12 @@ def tracked(kind: str):
             bound.apply_defaults()
             given = bound.arguments
             out = Path(given["out"]).absolute()
-            params, tags = describe(kind, given["experiment"], given.get(SOURCES[kind]))
             tracker, lock = tracking.Tracker(uri, out, f"fdsl {kind}"), threading.Lock()
 
             def opened() -> bool:  # at the first row: a run that fails its checks is never logged
                 with lock:
                     if tracker.run_id is None and not tracker.failed:
+                        params, tags = describe(kind, given["experiment"], given.get(SOURCES.get(kind, "")))
                         tracker.open(out.name, tags, reuse=bool(given.get("resume")))
                         tracker.params(params)
                 return tracker.run_id is not None

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import timm
 import torch
 
 from fdsl.cli import main
 from fdsl.platform.data.manifest import fingerprint, identity
 from fdsl.platform.train.run import write_experiment
-from fdsl.platform.train.weights import export_weights
-from fdsl.presets import get_preset
+from fdsl.platform.train.weights import export_weights, load_pretrained
+from fdsl.presets import get_preset, preset_names
 
 
 def _pretrain_run(folder, hub_keys: bool = True):
@@ -74,3 +75,31 @@ def test_export_refuses_bad_input_without_writing(tmp_path, capsys):
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "o2"), "--results",
                  str(tmp_path / "run")]) == 2
     assert "not a finished `fdsl finetune` run" in capsys.readouterr().err and not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("preset", [name for name in preset_names() if name.startswith("laptop-")])
+def test_every_laptop_family_exports_a_folder_timm_loads_as_fdsl_does(preset, tmp_path):
+    """Each laptop preset's weights as its trainer writes them (its architecture, sizes and section;
+    DINO's headless teacher backbone): `fdsl export`, then timm's `local-dir:` loader gives the same
+    logits (or features) as fdsl's own `load_pretrained` on the run folder."""
+    experiment = get_preset(preset)
+    dino = preset.endswith("-dino")  # an SSL preset: its weights are the teacher backbone
+    cfg = experiment.pretrain
+    num_classes = 0 if dino else experiment.data.num_classes
+    run = tmp_path / "run"
+    write_experiment(run, experiment)
+    torch.manual_seed(0)
+    shape = {"img_size": cfg.img_size, "patch_size": cfg.patch_size}
+    model = timm.create_model(cfg.model, num_classes=num_classes, **shape)
+    section = {"ssl": experiment.ssl.to_dict()} if dino else {"pretrain": cfg.to_dict()}
+    export_weights(model, run, {"architecture": cfg.model, **shape, "num_classes": num_classes,
+                                "mean": [0.5] * 3, "std": [0.25] * 3, "step": 1, **section})
+    out = tmp_path / "hub"
+    assert main(["export", str(run), "--out", str(out)]) == 0
+    x = torch.randn(2, 3, cfg.img_size, cfg.img_size)
+    with torch.no_grad():
+        hub = timm.create_model(f"local-dir:{out}", pretrained=True).eval()(x)
+        ours = load_pretrained(run).eval()(x)
+    assert hub.shape == (2, num_classes or model.num_features) and torch.equal(hub, ours)
+    card = (out / "README.md").read_text()  # what the weights were trained on
+    assert (f"`{experiment.ssl.dataset}`" if dino else f"`{experiment.generator}`") in card, card

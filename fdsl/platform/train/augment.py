@@ -116,21 +116,36 @@ def batch_resized_crop(images: np.ndarray, size: int, scale: tuple[float, float]
     """
     x = torch.from_numpy(np.ascontiguousarray(images))
     x = (x[:, None].expand(-1, 3, -1, -1) if x.ndim == 3 else x.permute(0, 3, 1, 2)).float()
-    b, _, h, w = x.shape
-    area = torch.empty(b, 10).uniform_(scale[0], scale[1])
-    aspect = torch.empty(b, 10).uniform_(float(np.log(ratio[0])), float(np.log(ratio[1]))).exp()
+    return resized_crop(x, size, crop_theta(len(x), *x.shape[-2:], scale, ratio, hflip, vflip))
+
+
+def crop_theta(b: int, h: int, w: int, scale: tuple[float, float], ratio: tuple[float, float], hflip: float,
+               vflip: float = 0.0, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
+    """(b, 2, 3) affine maps of per-image RandomResizedCrops (+ flips) of an h x w image, for
+    `resized_crop`: area fraction ~ U(scale), log aspect ratio ~ U(log ratio), as torchvision/timm (10
+    tries, else the full image), from `generator` (None: torch's global RNG)."""
+    kw = {"generator": generator, "device": device}
+    area = torch.empty(b, 10, device=device).uniform_(scale[0], scale[1], generator=generator)
+    aspect = torch.empty(b, 10, device=device).uniform_(float(np.log(ratio[0])), float(np.log(ratio[1])),
+                                                        generator=generator).exp()
     crop_w = (area * aspect).sqrt() * (h / w) ** 0.5  # fractions of the width and height
     crop_h = (area / aspect).sqrt() * (w / h) ** 0.5
     ok = (crop_w <= 1) & (crop_h <= 1)
-    first, rows, found = ok.float().argmax(1), torch.arange(b), ok.any(1)
-    crop_w = torch.where(found, crop_w[rows, first], torch.ones(b))
-    crop_h = torch.where(found, crop_h[rows, first], torch.ones(b))
-    theta = torch.zeros(b, 2, 3)
-    theta[:, 0, 0] = crop_w * torch.where(torch.rand(b) < hflip, -1.0, 1.0)
-    theta[:, 0, 2] = (torch.rand(b) * 2 - 1) * (1 - crop_w)
-    theta[:, 1, 1] = crop_h * (torch.where(torch.rand(b) < vflip, -1.0, 1.0) if vflip > 0 else 1.0)
-    theta[:, 1, 2] = (torch.rand(b) * 2 - 1) * (1 - crop_h)
-    grid = F.affine_grid(theta, [b, 3, size, size], align_corners=False)
+    first, rows, found = ok.float().argmax(1), torch.arange(b, device=device), ok.any(1)
+    ones = torch.ones(b, device=device)
+    crop_w = torch.where(found, crop_w[rows, first], ones)
+    crop_h = torch.where(found, crop_h[rows, first], ones)
+    theta = torch.zeros(b, 2, 3, device=device)
+    theta[:, 0, 0] = crop_w * torch.where(torch.rand(b, **kw) < hflip, -1.0, 1.0)
+    theta[:, 0, 2] = (torch.rand(b, **kw) * 2 - 1) * (1 - crop_w)
+    theta[:, 1, 1] = crop_h * (torch.where(torch.rand(b, **kw) < vflip, -1.0, 1.0) if vflip > 0 else 1.0)
+    theta[:, 1, 2] = (torch.rand(b, **kw) * 2 - 1) * (1 - crop_h)
+    return theta
+
+
+def resized_crop(x: torch.Tensor, size: int, theta: torch.Tensor) -> torch.Tensor:
+    """Float (B, 3, H, W) in 0..255 -> the (B, 3, size, size) crops `theta` maps (bicubic, clamped)."""
+    grid = F.affine_grid(theta, [len(x), 3, size, size], align_corners=False)
     return F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False).clamp_(0, 255)
 
 

@@ -142,6 +142,9 @@ class FinetuneConfig(PrecisionSection, AugmentSection, BackboneSection, LRSectio
         self._check_range("momentum", 0.0, 0.9999)
         self._check_range("loader_probe_images", 0, 10**8)
         self._check_range("eval_every", 1, 10**6)
+        if self.augment_on != "cpu":  # its small sets augment in Ray Data tasks (streams.target_stream)
+            raise ValueError(f"augment_on: got {self.augment_on!r}, expected 'cpu' for fine-tuning (the "
+                             "device path is pre-training's)")
 
 
 @dataclasses.dataclass

@@ -51,6 +51,7 @@ from fdsl.platform.train.checkpoints import (
     save_checkpoint,
 )
 from fdsl.platform.train.config import PretrainConfig
+from fdsl.platform.train.device_augment import DeviceAugment
 from fdsl.platform.train.engine import make_engine
 from fdsl.platform.train.optim import create_optimizer, create_scheduler
 from fdsl.platform.train.plans import PLAN, Memory, PretrainPlan
@@ -137,6 +138,9 @@ def train_func(config: dict[str, Any]) -> None:
     batch_ops = DeviceBatch(cfg, num_classes, device, mean, std,
                             dtype=None if cfg.use_deepspeed else torch.float32)
     batches = micro_batches(ray.train.get_dataset_shard("train"), cfg, device)
+    # each rank and each (re)start its own draws, all from the config's seed
+    on_device = DeviceAugment(cfg, device, seed=cfg.seed * 100_003 + rank * 1009 + step) \
+        if cfg.augment_on == "device" else None
 
     engine.train()
     images_seen_per_epoch = max(1, num_images)
@@ -149,6 +153,8 @@ def train_func(config: dict[str, Any]) -> None:
             t = time.perf_counter()
             images, labels = next(batches)
             waited += time.perf_counter() - t
+            if on_device is not None:
+                images, labels = on_device(images, labels)
             x, target = batch_ops.inputs(images, labels)
             loss = batch_ops.loss(engine(x), target)
             engine.backward(loss)

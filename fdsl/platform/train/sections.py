@@ -269,6 +269,10 @@ class AugmentSection(Config):
     repeated_aug: int = 3
     """Repeated augmentation: each image appears this many times, differently augmented, per pass
     (pre-training) or in the same batch (fine-tuning; Gani et al.: 3)."""
+    augment_on: Literal["cpu", "device"] = "cpu"
+    """Where the crop, flips, RandAugment and repeats run: "cpu" (per image, timm's transform in Ray
+    Data tasks) or "device" (whole batches, each sample its own draws, where the model trains:
+    `DeviceAugment`; pre-training with crop "resized" and no AutoAugment)."""
 
     def validate(self) -> None:
         super().validate()
@@ -282,6 +286,14 @@ class AugmentSection(Config):
         self._check_choice("crop", ["resized", "padded"])
         self._check_range("crop_padding", 0, 64)
         self._check_choice("autoaugment", ["", "cifar10", "svhn", "imagenet"])
+        self._check_choice("augment_on", ["cpu", "device"])
+        if self.augment_on == "device" and (self.crop != "resized" or self.autoaugment):
+            raise ValueError(f"augment_on: got 'device' with crop {self.crop!r} and autoaugment "
+                             f"{self.autoaugment!r}, expected crop 'resized' and no AutoAugment (the device "
+                             "path runs RandomResizedCrop and RandAugment); set augment_on=cpu")
+        if self.augment_on == "device" and self.micro_batch_size % self.repeated_aug:
+            raise ValueError(f"augment_on: 'device' repeats each loaded image {self.repeated_aug} times in a "
+                             f"micro batch of {self.micro_batch_size}, expected a multiple of repeated_aug")
         if self.autoaugment and self.randaugment:
             raise ValueError(f"autoaugment: got {self.autoaugment!r} with randaugment {self.randaugment!r}, "
                              "expected one policy: set randaugment='' to use AutoAugment")

@@ -160,6 +160,7 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
     augment = dict(img_size=cfg.img_size, randaugment=cfg.randaugment, crop_scale_min=cfg.crop_scale_min,
                    hflip=cfg.hflip, vflip=cfg.vflip, crop=cfg.crop, crop_padding=cfg.crop_padding,
                    autoaugment=cfg.autoaugment, repeats=cfg.repeated_aug)
+    on_device = cfg.augment_on == "device"  # the rows as they are: DeviceAugment crops and repeats them
     if cfg.pass_copies(num_images) > 1:  # a small set: held in the object store and streamed
         rows = take_all(source, "pretrain")
         rows.sort(key=lambda r: (int(r["label"]), int(r["instance"])))  # the set's order, not the read's
@@ -167,23 +168,36 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
                              np.array([r["label"] for r in rows], dtype=np.int64),
                              # each id gives repeated_aug copies
                              num_rows=-(-cfg.images_seen(num_images) // cfg.repeated_aug),
-                             seed=cfg.seed, augment=augment_images, batch_size=cfg.augment_batch_size,
-                             num_cpus=cfg.augment_cpus, **augment)
+                             seed=cfg.seed, augment=raw_rows if on_device else augment_images,
+                             batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, **augment)
     order = RandomSeedConfig(seed=cfg.seed, reseed_after_execution=True)  # a new seeded order each pass
     if cfg.shuffle == "global":
         ds = source.random_shuffle(seed=order)
     else:
         ds = source.randomize_block_order(seed=order)
+    if on_device:
+        return ds.map_batches(raw_rows, batch_format="numpy", batch_size=cfg.augment_batch_size,
+                              num_cpus=cfg.augment_cpus, fn_kwargs=augment)
     return ds.map_batches(_augment_pass, batch_format="numpy", batch_size=cfg.augment_batch_size,
                           num_cpus=cfg.augment_cpus, fn_kwargs=dict(seed=cfg.seed, **augment))
 
 
+def raw_rows(images, labels=None, **_) -> dict[str, np.ndarray]:
+    """The rows as read or drawn, {"image": uint8 (B,H,W[,3]), "label"}: no per-image CPU work
+    (`augment_on="device"`: `DeviceAugment` crops, flips, RandAugments and repeats on the device)."""
+    if isinstance(images, dict):  # a Ray Data batch of a set read every pass
+        images, labels = images["image"], images["label"]
+    return {"image": np.asarray(images), "label": np.asarray(labels, dtype=np.int64)}
+
+
 def micro_batches(shard, cfg: PretrainConfig, device):
-    """Endless (images uint8, labels int64) micro batches of a worker's shard, pass after pass."""
+    """Endless (images uint8, labels int64) micro batches of a worker's shard, pass after pass; with
+    `augment_on="device"` of micro_batch_size / repeated_aug images (the device repeats them)."""
     buffer = cfg.shuffle_buffer if cfg.shuffle == "local" and cfg.shuffle_buffer > 0 else None
+    rows = cfg.micro_batch_size // (cfg.repeated_aug if cfg.augment_on == "device" else 1)
     while True:
         count = 0
-        for batch in shard.iter_torch_batches(batch_size=cfg.micro_batch_size, drop_last=True,
+        for batch in shard.iter_torch_batches(batch_size=rows, drop_last=True,
                                               prefetch_batches=cfg.prefetch_batches,
                                               local_shuffle_buffer_size=buffer,
                                               local_shuffle_seed=cfg.seed if buffer else None, device=device,

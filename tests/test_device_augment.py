@@ -100,3 +100,14 @@ def test_device_augmentation_is_seeded_and_repeats_adjacent():
     assert y1.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4, 5, 5, 5]
     assert not torch.equal(x1[0], x1[1])  # copies differently augmented
     assert not torch.equal(x1, DeviceAugment(_cfg(repeated_aug=3), "cpu", 8)(images, labels)[0])
+
+
+def test_a_micro_batch_that_is_no_multiple_of_the_repeats_drops_the_last_copies():
+    from fdsl.platform.train.streams import loaded_rows
+
+    cfg = _cfg(repeated_aug=3, micro_batch_size=8, augment_on="device")
+    assert loaded_rows(cfg) == 3  # 3 images x 3 copies fill a micro batch of 8
+    x, y = DeviceAugment(cfg, "cpu", 0)(torch.randint(0, 256, (3, 40, 40, 3), dtype=torch.uint8),
+                                        torch.tensor([5, 6, 7]))
+    assert x.shape == (8, 3, 32, 32) and y.tolist() == [5, 5, 5, 6, 6, 6, 7, 7]
+    assert loaded_rows(_cfg(repeated_aug=3, micro_batch_size=8, augment_on="cpu")) == 8

@@ -27,6 +27,7 @@ from fdsl.presets.registry import preset
 # the folder `vit-tiny-fractaldb-1k` reads.
 _VIT = {"tiny": "vit_tiny_patch16_224", "small": "vit_small_patch16_224", "base": "vit_base_patch16_224"}
 _GPU_NODE = dict(num_workers=8, use_gpu=True, cpus_per_worker=4)
+_ON_GPU = dict(augment_on="device")  # crop, flips, RandAugment, repeats on the GPU: no per-image CPU work
 
 
 def _recipe_nakashima(size: str) -> PretrainConfig:
@@ -36,14 +37,15 @@ def _recipe_nakashima(size: str) -> PretrainConfig:
     return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=64, epochs=300,
                           lr=3e-4 * 64 / 512, min_lr=1e-5, warmup_lr=1e-6, warmup_epochs=10,
                           cooldown_epochs=10, weight_decay=0.05, repeated_aug=1, precision="bf16",
-                          zero_stage=1, num_workers=1, use_gpu=True, cpus_per_worker=8, checkpoint_every=2000)
+                          zero_stage=1, num_workers=1, use_gpu=True, cpus_per_worker=8, checkpoint_every=2000,
+                          **_ON_GPU)
 
 
 def _recipe_1k(size: str) -> PretrainConfig:
     """Our choice for 1k-class sets without a public script: the CVPR'22 DeiT recipe at batch 256."""
     return PretrainConfig(model=_VIT[size], img_size=224, patch_size=16, global_batch_size=256,
                           epochs=300, lr=1e-3, warmup_epochs=5, weight_decay=0.05, precision="bf16",
-                          zero_stage=1, checkpoint_every=2000, **_GPU_NODE)
+                          zero_stage=1, checkpoint_every=2000, **_GPU_NODE, **_ON_GPU)
 
 
 def _recipe_21k(warmup_steps: int = 0, warmup_lr: float = 1e-4) -> PretrainConfig:
@@ -52,7 +54,7 @@ def _recipe_21k(warmup_steps: int = 0, warmup_lr: float = 1e-4) -> PretrainConfi
     return PretrainConfig(model="deit_base_patch16_224", img_size=224, patch_size=16, global_batch_size=8192,
                           grad_accum_steps=4, epochs=90, lr=1e-3, min_lr=1e-5, warmup_lr=warmup_lr,
                           warmup_epochs=5, warmup_steps=warmup_steps, weight_decay=0.05, precision="bf16",
-                          zero_stage=1, checkpoint_every=1000, **_GPU_NODE)
+                          zero_stage=1, checkpoint_every=1000, **_GPU_NODE, **_ON_GPU)
 
 
 def _recipe_one_instance() -> PretrainConfig:
@@ -62,7 +64,7 @@ def _recipe_one_instance() -> PretrainConfig:
                           epochs=80_000, lr=1e-3 * 256 / 512, min_lr=1e-5 * 256 / 512,
                           warmup_lr=1e-6 * 256 / 512, warmup_epochs=5, weight_decay=0.05, hflip=0.5,
                           vflip=0.5, random_erasing=0.5, repeated_aug=1, precision="bf16", zero_stage=1,
-                          checkpoint_every=20_000, **_GPU_NODE)
+                          checkpoint_every=20_000, **_GPU_NODE, **_ON_GPU)
 
 
 def _pretrain(data: Callable[[], Experiment], recipe: PretrainConfig) -> Experiment:

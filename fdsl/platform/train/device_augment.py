@@ -145,6 +145,7 @@ class DeviceAugment:
         self.size, self.scale = cfg.img_size, (cfg.crop_scale_min, 1.0)
         self.hflip, self.vflip = cfg.hflip, cfg.vflip
         self.repeats, self.device = cfg.repeated_aug, torch.device(device)
+        self.batch = getattr(cfg, "micro_batch_size", 0)  # images out per call; 0: every copy
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed)
         self.ops, self.num_layers, weights = ([], 0, None) if not cfg.randaugment else \
@@ -162,8 +163,11 @@ class DeviceAugment:
             x = x[:, None].expand(-1, 3, -1, -1)
         elif x.shape[-1] == 3 and x.shape[1] != 3:  # (B, H, W, 3)
             x = x.permute(0, 3, 1, 2)
-        if self.repeats > 1:  # the copies adjacent, as the CPU path and DeiT's RASampler keep them
-            x, labels = x.repeat_interleave(self.repeats, 0), labels.repeat_interleave(self.repeats, 0)
+        if self.repeats > 1:  # the copies adjacent, as the CPU path and DeiT's RASampler keep them; a
+            # micro batch that is no multiple of the repeats drops the last image's extra copies
+            keep = self.batch or len(x) * self.repeats
+            x = x.repeat_interleave(self.repeats, 0)[:keep]
+            labels = labels.repeat_interleave(self.repeats, 0)[:keep]
         theta = crop_theta(len(x), *x.shape[-2:], self.scale, (3 / 4, 4 / 3), self.hflip, self.vflip,
                            generator=self.generator, device=self.device)
         x = resized_crop(x.float(), self.size, theta).round_()

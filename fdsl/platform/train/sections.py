@@ -291,9 +291,6 @@ class AugmentSection(Config):
             raise ValueError(f"augment_on: got 'device' with crop {self.crop!r} and autoaugment "
                              f"{self.autoaugment!r}, expected crop 'resized' and no AutoAugment (the device "
                              "path runs RandomResizedCrop and RandAugment); set augment_on=cpu")
-        if self.augment_on == "device" and self.micro_batch_size % self.repeated_aug:
-            raise ValueError(f"augment_on: 'device' repeats each loaded image {self.repeated_aug} times in a "
-                             f"micro batch of {self.micro_batch_size}, expected a multiple of repeated_aug")
         if self.autoaugment and self.randaugment:
             raise ValueError(f"autoaugment: got {self.autoaugment!r} with randaugment {self.randaugment!r}, "
                              "expected one policy: set randaugment='' to use AutoAugment")

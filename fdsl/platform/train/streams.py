@@ -166,8 +166,9 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
         rows.sort(key=lambda r: (int(r["label"]), int(r["instance"])))  # the set's order, not the read's
         return seeded_stream(np.stack([r["image"] for r in rows]),
                              np.array([r["label"] for r in rows], dtype=np.int64),
-                             # each id gives repeated_aug copies
-                             num_rows=-(-cfg.images_seen(num_images) // cfg.repeated_aug),
+                             # each id gives repeated_aug copies (on the device: a micro batch's rows)
+                             num_rows=cfg.images_seen(num_images) // cfg.micro_batch_size * loaded_rows(cfg)
+                             if on_device else -(-cfg.images_seen(num_images) // cfg.repeated_aug),
                              seed=cfg.seed, augment=raw_rows if on_device else augment_images,
                              batch_size=cfg.augment_batch_size, num_cpus=cfg.augment_cpus, **augment)
     order = RandomSeedConfig(seed=cfg.seed, reseed_after_execution=True)  # a new seeded order each pass
@@ -190,11 +191,18 @@ def raw_rows(images, labels=None, **_) -> dict[str, np.ndarray]:
     return {"image": np.asarray(images), "label": np.asarray(labels, dtype=np.int64)}
 
 
+def loaded_rows(cfg: PretrainConfig) -> int:
+    """Rows a micro batch loads: micro_batch_size, or with `augment_on="device"` the images whose
+    repeated_aug copies fill it (the last one's extra copies dropped: `DeviceAugment`)."""
+    on_device = cfg.augment_on == "device"
+    return -(-cfg.micro_batch_size // cfg.repeated_aug) if on_device else cfg.micro_batch_size
+
+
 def micro_batches(shard, cfg: PretrainConfig, device):
-    """Endless (images uint8, labels int64) micro batches of a worker's shard, pass after pass; with
-    `augment_on="device"` of micro_batch_size / repeated_aug images (the device repeats them)."""
+    """Endless (images uint8, labels int64) micro batches of a worker's shard, pass after pass (of
+    `loaded_rows(cfg)` images each)."""
     buffer = cfg.shuffle_buffer if cfg.shuffle == "local" and cfg.shuffle_buffer > 0 else None
-    rows = cfg.micro_batch_size // (cfg.repeated_aug if cfg.augment_on == "device" else 1)
+    rows = loaded_rows(cfg)
     while True:
         count = 0
         for batch in shard.iter_torch_batches(batch_size=rows, drop_last=True,

@@ -82,7 +82,7 @@ def bare_pretrain(experiment, data_dir: Path, steps: int) -> float:
     import pyarrow.parquet as pq
     import torch
 
-    from fdsl.platform.train.pretrain import create_model, input_normalization
+    from fdsl.platform.train.engine import create_model, input_normalization
 
     cfg = experiment.pretrain
     manifest = json.loads((data_dir / "manifest.json").read_text())

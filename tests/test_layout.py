@@ -158,7 +158,7 @@ LAZY_IMPORTS = {
     # the config layer stays free of Ray: a ScalingConfig only when a trainer asks for one
     "fdsl.platform.train.sections": {"ray.train"},
     # DeepSpeed (seconds to import, and a warning) only for a run that uses it
-    "fdsl.platform.train.engine": {"deepspeed"},
+    "fdsl.platform.train.engine": {"deepspeed", "ray.train.torch"},
     "fdsl.platform.train.pretrain": {"deepspeed"},
     "fdsl.platform.train.weights": {"deepspeed.utils"},
     # Ray internals that move between releases: imported where used, with a fallback

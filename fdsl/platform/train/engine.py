@@ -1,5 +1,6 @@
 """The training engine of pre-training and fine-tuning: DeepSpeed's, or plain torch behind the same calls.
 
+    model = create_model(cfg, num_classes)               # timm's, fresh; input_normalization(cfg, model)
     engine = make_engine(cfg, model, optimizer, world)   # cfg.use_deepspeed picks the kind
     loss = batch_ops.loss(engine(x), target); engine.backward(loss); engine.step()
     engine.save_checkpoint(dir, tag, client_state); _, client = engine.load_checkpoint(dir, tag)
@@ -16,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import ray.train.torch
+import timm
 import torch
 
 from fdsl.platform.train.sections import deepspeed_config
@@ -25,13 +26,33 @@ STATE_FILE = "torch_state.pt"
 """TorchEngine's checkpoint file inside the checkpoint's tag folder."""
 
 
+def create_model(cfg, num_classes: int, **kwargs):
+    """A freshly initialised timm model of the config (`timm.create_model`, no download)."""
+    return timm.create_model(cfg.model, pretrained=False, num_classes=num_classes, img_size=cfg.img_size,
+                             patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path_rate, **kwargs)
+
+
+def input_normalization(cfg, model) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """(mean, std) per channel in [0, 1] units: the config's, else the model's timm default."""
+    if cfg.norm_mean is not None:
+        return (cfg.norm_mean,) * 3, (cfg.norm_std,) * 3
+    return (tuple(model.pretrained_cfg.get("mean", (0.5, 0.5, 0.5))),
+            tuple(model.pretrained_cfg.get("std", (0.5, 0.5, 0.5))))
+
+
+
 class TorchEngine:
     """The part of DeepSpeed's engine the trainers call, for a plain torch model."""
 
     def __init__(self, model, optimizer, *, world: int, grad_accum_steps: int = 1, clip_grad: float = 0.0,
                  bf16: bool = False, device=None):
         self.module, self.optimizer = model, optimizer
-        self.net = ray.train.torch.prepare_model(model) if world > 1 else model.to(device)
+        if world > 1:  # DDP over the Train worker group (Ray only here: benchmarks/gpu_check.py has none)
+            import ray.train.torch
+
+            self.net = ray.train.torch.prepare_model(model)
+        else:
+            self.net = model.to(device)
         self.accum, self.clip, self.micro = grad_accum_steps, clip_grad, 0
         self.autocast = (torch.autocast(device_type=(device.type if device is not None else "cpu"),
                                         dtype=torch.bfloat16) if bf16 else None)

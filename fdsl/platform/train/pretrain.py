@@ -36,8 +36,6 @@ from typing import Any
 
 import numpy as np
 import ray.train
-import timm
-import timm.optim
 import torch
 
 from fdsl.platform.console import quiet_data
@@ -52,7 +50,7 @@ from fdsl.platform.train.checkpoints import (
 )
 from fdsl.platform.train.config import PretrainConfig
 from fdsl.platform.train.device_augment import DeviceAugment
-from fdsl.platform.train.engine import make_engine
+from fdsl.platform.train.engine import create_model, input_normalization, make_engine
 from fdsl.platform.train.optim import create_optimizer, create_scheduler
 from fdsl.platform.train.plans import PLAN, Memory, PretrainPlan
 from fdsl.platform.train.plots import CURVES_PNG, Panel, save_curves
@@ -75,20 +73,6 @@ from fdsl.platform.train.weights import WEIGHTS_FILE, check_buildable, export_we
 
 
 # --- the model --------------------------------------------------------------------------------------
-def create_model(cfg: PretrainConfig, num_classes: int, **kwargs):
-    """A freshly initialised timm model of the config (`timm.create_model`, no download)."""
-    return timm.create_model(cfg.model, pretrained=False, num_classes=num_classes, img_size=cfg.img_size,
-                             patch_size=cfg.patch_size, drop_path_rate=cfg.drop_path_rate, **kwargs)
-
-
-def input_normalization(cfg: PretrainConfig, model) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """(mean, std) per channel in [0, 1] units: the config's, else the model's timm default."""
-    if cfg.norm_mean is not None:
-        return (cfg.norm_mean,) * 3, (cfg.norm_std,) * 3
-    return (tuple(model.pretrained_cfg.get("mean", (0.5, 0.5, 0.5))),
-            tuple(model.pretrained_cfg.get("std", (0.5, 0.5, 0.5))))
-
-
 def check_model(cfg: PretrainConfig, num_classes: int) -> dict[str, int]:
     """Fail early (ValueError) on a model timm does not know or cannot build; returns its shape."""
     return check_buildable("pretrain", cfg.model, lambda _, **__: create_model(cfg, num_classes),

@@ -37,7 +37,7 @@ from PIL import Image
 
 from fdsl.generators import build_generator
 from fdsl.platform.data.shards import generator_key, read_shard, write_shard
-from fdsl.platform.train.augment import augment_batch
+from fdsl.platform.train.augment import augment_batch, with_zero_bit_posterize
 from fdsl.platform.train.device_augment import DeviceAugment
 from fdsl.presets import get_preset
 
@@ -74,9 +74,10 @@ def anchor(root: Path, cfg, count: int) -> float:
     from timm.data import create_transform
     from torchvision.datasets import ImageFolder
 
-    transform = create_transform(input_size=(3, cfg.img_size, cfg.img_size), is_training=True,
-                                 auto_augment=cfg.randaugment, interpolation="bicubic", re_prob=0.25,
-                                 scale=(cfg.crop_scale_min, 1.0), hflip=cfg.hflip)
+    # timm's posterize fails at RandAugment's top magnitude (0 bits) on Pillow >= 12: fdsl's fix
+    transform = with_zero_bit_posterize(create_transform(
+        input_size=(3, cfg.img_size, cfg.img_size), is_training=True, auto_augment=cfg.randaugment,
+        interpolation="bicubic", re_prob=0.25, scale=(cfg.crop_scale_min, 1.0), hflip=cfg.hflip))
     loader = torch.utils.data.DataLoader(ImageFolder(str(root / "png"), transform=transform), batch_size=64,
                                          num_workers=0)
     return best_of(lambda: [b for b in loader]) / count
@@ -126,7 +127,7 @@ def main(argv=None) -> int:
         gen = build_generator(exp.generator, exp.data)
         ids = list(range(min(32, exp.data.num_classes)))
         render = best_of(lambda g=gen, i=ids: [g.render(c, 0) for c in i], repeats=2) / len(ids)
-        sample = np.stack([gen.render(c, 1) for c in ids[:8]])
+        sample = np.stack([gen.render(c, 0) for c in ids[:8]])
         streams[family] = {"render_ms": render * 1e3, "device_augment_ms": device_part(sample) * 1e3,
                            "image_size": exp.data.image_size}
     results["stream"] = streams

@@ -36,9 +36,14 @@ def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hfl
         return _torchvision_transform(img_size, crop_scale_min, hflip, vflip, crop, crop_padding, autoaugment)
 
     # use_prefetcher=True: uint8 CHW out; normalisation and random erasing happen on the worker's device
-    transform = create_transform(input_size=(3, img_size, img_size), is_training=True, use_prefetcher=True,
-                                 scale=(crop_scale_min, 1.0), hflip=hflip, vflip=vflip,
-                                 auto_augment=randaugment or None, interpolation="bicubic", re_prob=0.0)
+    return with_zero_bit_posterize(create_transform(
+        input_size=(3, img_size, img_size), is_training=True, use_prefetcher=True,
+        scale=(crop_scale_min, 1.0), hflip=hflip, vflip=vflip, auto_augment=randaugment or None,
+        interpolation="bicubic", re_prob=0.0))
+
+
+def with_zero_bit_posterize(transform):
+    """timm's transform with its RandAugment's posterize replaced by `_posterize` (0 bits allowed)."""
     for step in transform.transforms:
         for op in step.ops if isinstance(step, RandAugment) else ():
             if op.aug_fn is posterize:

@@ -113,11 +113,15 @@ def test_runs_and_a_sweeps_nested_trials_reach_the_server_and_its_ui(ray_local, 
     import fdsl
 
     fdsl.tracking(server.url)
-    pre = fdsl.pretrain("debug-vit", "stream", tmp_path / "pre", ["pretrain.max_steps=6"])
-    small = ["finetune.epochs=2", "finetune.samples_per_class=5", "finetune.loader_probe_images=0"]
+    # Ray Train's local mode: the tracking is the driver's either way (no worker group start-up)
+    pre = fdsl.pretrain("debug-vit", "stream", tmp_path / "pre",
+                        ["pretrain.max_steps=6", "pretrain.num_workers=0", "pretrain.use_deepspeed=false",
+                         "pretrain.zero_stage=0"])
+    small = ["finetune.epochs=2", "finetune.samples_per_class=5", "finetune.loader_probe_images=0",
+             "finetune.num_workers=0"]
     tuned = fdsl.finetune("debug-finetune", pre, tmp_path / "ft", small)
     sweep = SweepConfig(base="debug-finetune", weights="scratch",
-                        overrides=[*small, "finetune.num_workers=0", "finetune.augment_cpus=0.5"],
+                        overrides=[*small, "finetune.augment_cpus=0.5"],
                         space={"finetune.lr": {"grid": [1e-3, 3e-3]}, "finetune.seed": {"grid": [0, 1]}})
     from fdsl.platform.tune.sweep import run_sweep
 
@@ -225,8 +229,10 @@ def test_a_server_killed_mid_run_costs_one_warning_and_track_logs_the_run_later(
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"curves.png", "experiment.json"}
 
 
-def test_track_refuses_what_is_not_a_finished_run(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "fdsl.cli", "track", str(tmp_path)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
-    assert "not a finished fdsl run folder" in res.stderr
+def test_track_refuses_what_is_not_a_finished_run(tracked, tmp_path, capsys):
+    from fdsl.cli import main
+
+    assert main(["track", str(tmp_path), "--tracking-uri", f"sqlite:///{tmp_path / 'db'}"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a finished fdsl run folder" in err, err
+    assert not (tmp_path / "db").exists()  # nothing logged: every folder is checked first

@@ -153,6 +153,10 @@ class DeviceAugment:
         # a weighted spec ("-w0") draws its layers' ops with replacement here (timm: without)
         self.weights = torch.tensor(weights if weights is not None else [1.0] * len(self.ops) or [1.0],
                                     device=self.device, dtype=torch.float32)
+        # per op: probability, magnitude, its std and upper bound, on the device once (not every batch)
+        self.op_table = torch.tensor([[op.prob, float(op.magnitude), float(op.magnitude_std),
+                                       float(op.magnitude_max or 10.0)] for op in self.ops] or [[0.0] * 4],
+                                     device=self.device, dtype=torch.float32)
 
     def _rand(self, *shape) -> torch.Tensor:
         return torch.rand(*shape, generator=self.generator, device=self.device)
@@ -178,11 +182,8 @@ class DeviceAugment:
     def draw_layer(self, n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One RandAugment layer's draws for n samples: op index, applied or not, magnitude."""
         choice = torch.multinomial(self.weights, n, replacement=True, generator=self.generator)
-        probs = torch.tensor([op.prob for op in self.ops], device=self.device)[choice]
+        probs, mean, std, top = self.op_table[choice].unbind(1)
         applied = self._rand(n) < probs
-        mean = torch.tensor([float(op.magnitude) for op in self.ops], device=self.device)[choice]
-        std = torch.tensor([float(op.magnitude_std) for op in self.ops], device=self.device)[choice]
-        top = torch.tensor([float(op.magnitude_max or 10.0) for op in self.ops], device=self.device)[choice]
         noise = torch.randn(n, generator=self.generator, device=self.device)
         gauss = mean + noise * std.nan_to_num(posinf=0)
         magnitude = torch.where(torch.isinf(std), self._rand(n) * mean, gauss)  # mstd inf: U(0, m), as timm

@@ -176,18 +176,15 @@ def training_dataset(source, cfg: PretrainConfig, num_images: int):
         ds = source.random_shuffle(seed=order)
     else:
         ds = source.randomize_block_order(seed=order)
-    if on_device:
-        return ds.map_batches(raw_rows, batch_format="numpy", batch_size=cfg.augment_batch_size,
-                              num_cpus=cfg.augment_cpus, fn_kwargs=augment)
+    if on_device:  # a projection, no task per batch
+        return ds.select_columns(["image", "label"])
     return ds.map_batches(_augment_pass, batch_format="numpy", batch_size=cfg.augment_batch_size,
                           num_cpus=cfg.augment_cpus, fn_kwargs=dict(seed=cfg.seed, **augment))
 
 
-def raw_rows(images, labels=None, **_) -> dict[str, np.ndarray]:
-    """The rows as read or drawn, {"image": uint8 (B,H,W[,3]), "label"}: no per-image CPU work
+def raw_rows(images, labels, **_) -> dict[str, np.ndarray]:
+    """The drawn rows as they are, {"image": uint8 (B,H,W[,3]), "label"}: no per-image CPU work
     (`augment_on="device"`: `DeviceAugment` crops, flips, RandAugments and repeats on the device)."""
-    if isinstance(images, dict):  # a Ray Data batch of a set read every pass
-        images, labels = images["image"], images["label"]
     return {"image": np.asarray(images), "label": np.asarray(labels, dtype=np.int64)}
 
 

@@ -9,8 +9,12 @@
     image, uint8 out; erasing, normalisation on the device);
 (c) fdsl's device path (`augment_on=device`): shards -> decode on the CPU; `DeviceAugment` on the
     training device (crop, RandAugment: measured here on CPU torch, one thread, unless --device);
-(d) streaming (`--data stream`): render each family's image at its full-size preset's settings
-    (the CPU part) -> the same device part.
+(d) streaming (`--data stream`): render each family's images at its full-size preset's settings
+    (the CPU part) -> the same device part. The CPU part is what the stream's Ray Data tasks run:
+    `render_batch` on batches of consecutive (class-major) rows, so what a family's images share is
+    shared as in a real stream (FractalDB's four flips of one render, the renders of one orbit);
+    each class's system is found once per worker process and is not in the figure. `alone`: one
+    image rendered by itself (nothing shared), for comparison.
 
 The same rendered images feed (a), (b) and (c) (a `--preset` data set of --images rows, written as
 one fdsl shard and as PNG files). Ray Data's scheduling is not in these figures: per-image work only.
@@ -36,7 +40,7 @@ import torch
 from PIL import Image
 
 from fdsl.generators import build_generator
-from fdsl.platform.data.shards import generator_key, read_shard, write_shard
+from fdsl.platform.data.shards import generator_key, plan_of, read_shard, render_batch, write_shard
 from fdsl.platform.train.augment import augment_batch, with_zero_bit_posterize
 from fdsl.platform.train.device_augment import DeviceAugment
 from fdsl.presets import get_preset
@@ -55,6 +59,21 @@ def best_of(fn, repeats: int = 3) -> float:
         fn()
         times.append(time.perf_counter() - start)
     return min(times)
+
+
+def stream_batches(experiment, batches: int) -> int:
+    """The stream's own work, timed by the caller (returns the images rendered): `render_batch`,
+    what each Ray Data task of `--data stream` runs, on `batches` batches of `synthesis.batch_size`
+    consecutive rows, spread evenly over the data set. Rows are class-major, so a batch holds what
+    the stream shares: the flips of one FractalDB render, the renders of one orbit. The classes'
+    systems are cached by the first (warm-up) call, as a worker caches them for the rest of the run."""
+    plan, size = plan_of(experiment), experiment.synthesis.batch_size
+    key = generator_key(experiment)
+    starts = [k * max(0, plan.num_rows - size) // max(1, batches - 1) for k in range(batches)]
+    for start in starts:
+        rows = np.arange(start, min(start + size, plan.num_rows), dtype=np.int64)
+        render_batch({"id": rows}, generator=key, num_instances=plan.num_instances)
+    return sum(min(size, plan.num_rows - s) for s in starts)
 
 
 def write_images(experiment, root: Path, count: int) -> Path:
@@ -88,6 +107,7 @@ def main(argv=None) -> int:
     p.add_argument("--preset", default="fractaldb-1k", help="the data set of (a)-(c) (a full-size preset)")
     p.add_argument("--images", type=int, default=256)
     p.add_argument("--families", nargs="*", default=list(FAMILIES), help="full-size presets of (d)")
+    p.add_argument("--stream-batches", type=int, default=4, help="render batches per family in (d)")
     p.add_argument("--device", default="cpu", help="the device of the device part (cuda when lent)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)  # per core
@@ -126,10 +146,13 @@ def main(argv=None) -> int:
         exp = get_preset(family)
         gen = build_generator(exp.generator, exp.data)
         ids = list(range(min(32, exp.data.num_classes)))
-        render = best_of(lambda g=gen, i=ids: [g.render(c, 0) for c in i], repeats=2) / len(ids)
+        [gen.render(c, 0) for c in ids]  # each class's system: found once per worker process
+        alone = best_of(lambda g=gen, i=ids: [g.render(c, 0) for c in i], repeats=2) / len(ids)
+        count = stream_batches(exp, args.stream_batches)  # warm-up: the classes' systems
+        stream = best_of(lambda e=exp: stream_batches(e, args.stream_batches), repeats=2) / count
         sample = np.stack([gen.render(c, 0) for c in ids[:8]])
-        streams[family] = {"render_ms": render * 1e3, "device_augment_ms": device_part(sample) * 1e3,
-                           "image_size": exp.data.image_size}
+        streams[family] = {"render_ms": stream * 1e3, "render_alone_ms": alone * 1e3,
+                           "device_augment_ms": device_part(sample) * 1e3, "image_size": exp.data.image_size}
     results["stream"] = streams
     cores = {model: {"a_anchor": ips * a, "b_cpu_augment": ips * b, "c_shards_device": ips * c_cpu,
                      **{f"d_stream_{f}": ips * s["render_ms"] / 1e3 for f, s in streams.items()}}
@@ -152,7 +175,7 @@ def main(argv=None) -> int:
           f"{results['ratio_anchor_to_shards_cpu']:.0f}x")
     for family, s in streams.items():
         print(f"  (d) stream {family:15s} render {s['image_size']:4d} px     {s['render_ms']:8.3f} ms CPU "
-              f"+ {s['device_augment_ms']:.3f} ms device work")
+              f"+ {s['device_augment_ms']:.3f} ms device work (alone: {s['render_alone_ms']:.3f} ms)")
     for model, per in cores.items():
         print(f"  CPU cores per GPU at {model} ({GPU_IMAGES_PER_S[model]:.0f} images/s, assumed): "
               + ", ".join(f"{k} {v:.1f}" for k, v in per.items()))

@@ -8,17 +8,20 @@ imported only by the subcommands that need them, so `fdsl --help` stays fast.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
 from pathlib import Path
+from typing import NoReturn
 
 from fdsl import __version__
 from fdsl.atomic import OutputError, machine_error
+from fdsl.cli_presets import add_preset_commands
+from fdsl.cli_presets import add_set as _add_set
 from fdsl.cli_results import add_result_commands, add_tracking_arguments, configure_tracking
 from fdsl.platform import interrupt
 from fdsl.platform.console import DRIVER_LOG, VERBOSE_ENV, command_log
+from fdsl.up import CHILD_ENV, down, forward, up
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 """What the code raises for a user's mistake (and `fdsl.atomic.OutputError`); anything else is a bug
@@ -30,53 +33,10 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def _add_set(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a config field, e.g. --set data.num_classes=10 (repeatable)")
-
-
 def _add_verbose(p: argparse.ArgumentParser) -> None:
     p.add_argument("--verbose", action="store_true",
                    help="Ray's full console output (workers, Ray Data, Tune, DeepSpeed), as with "
                         "FDSL_VERBOSE=1; by default it goes to OUT/logs/")
-
-
-def cmd_presets(args) -> int:
-    from fdsl.presets import preset_names, preset_summary
-
-    for name in preset_names():
-        print(f"{name:24s} {preset_summary(name)}")
-    return 0
-
-
-def cmd_show(args) -> int:
-    from fdsl.config import field_docs
-    from fdsl.presets import get_preset
-    from fdsl.recipes import recipe_source
-
-    exp = get_preset(args.preset, args.overrides)
-    print(f"recipe: {recipe_source(args.preset)}", file=sys.stderr)
-    if args.docs:
-        docs = field_docs(type(exp.data))
-        for key, value in exp.data.to_dict().items():
-            print(f"data.{key} = {value!r}\n    {docs.get(key, '')}")
-    else:
-        print(json.dumps(exp.to_dict(), indent=2))
-    return 0
-
-
-def cmd_preview(args) -> int:
-    from fdsl.preview import preview_dataset, preview_experiment
-
-    if Path(args.target).is_dir():  # a folder made by `fdsl generate`
-        if args.overrides:
-            raise ValueError("--set: applies to a preset, not to a generated folder")
-        preview_dataset(Path(args.target), Path(args.out), args.classes, args.instances)
-        return 0
-    from fdsl.presets import get_preset
-
-    preview_experiment(get_preset(args.target, args.overrides), Path(args.out), args.classes, args.instances)
-    return 0
 
 
 def add_generate_arguments(p: argparse.ArgumentParser) -> None:
@@ -269,23 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fdsl", description="Formula-Driven Supervised Learning at scale on Ray.")
     parser.add_argument("--version", action="version", version=f"fdsl {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    p = sub.add_parser("presets", help="list the named experiments")
-    p.set_defaults(func=cmd_presets)
-
-    p = sub.add_parser("show", help="print a preset's full config (JSON), after overrides")
-    p.add_argument("preset")
-    p.add_argument("--docs", action="store_true", help="print each data field with its docstring")
-    _add_set(p)
-    p.set_defaults(func=cmd_show)
-
-    p = sub.add_parser("preview", help="render a grid of classes x instances to a PNG")
-    p.add_argument("target", help="a preset name (see `fdsl presets`) or a folder made by `fdsl generate`")
-    p.add_argument("--out", required=True, help="PNG file to write")
-    p.add_argument("--classes", type=int, default=8, help="rows: classes spread over the set")
-    p.add_argument("--instances", type=int, default=8, help="columns: instances spread over a class")
-    _add_set(p)
-    p.set_defaults(func=cmd_preview)
+    add_preset_commands(sub)  # presets, show, preview
 
     p = sub.add_parser("generate", help="render a preset into shard-NNNNN.parquet files + manifest.json")
     add_generate_arguments(p)
@@ -319,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_report)
 
     add_result_commands(sub)  # export, track, ui
+    p = sub.add_parser("up", help="keep a local Ray and a warm Python for the next commands (`fdsl down`)")
+    p.add_argument("--num-cpus", type=int, default=None, help="CPUs of the local Ray (default: all)")
+    p.add_argument("--idle-hours", type=float, default=12.0,
+                   help="stop by itself after this long without a command (default: 12)")
+    p.set_defaults(func=lambda args: up(args.num_cpus, args.idle_hours))
+    p = sub.add_parser("down", help="stop what `fdsl up` started (never another Ray)")
+    p.set_defaults(func=lambda args: down())
     p = sub.add_parser("quickstart",
                        help="a small replication on a local Ray: laptop FDSL vs scratch, 2 seeds, a sweep")
     p.add_argument("--out", default="runs/quickstart", help="folder for everything it writes")
@@ -341,8 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command not in RUN_COMMANDS:
         return _run(args)
     argv = sys.argv[1:] if argv is None else list(argv)
+    if (code := forward(argv)) is not None:  # run by the warm process of `fdsl up`
+        return code
     failed = stopped = None
-    with interrupt.catching(), command_log(args.out, f"fdsl {' '.join(argv)}") as log:
+    title = f"fdsl {' '.join(argv)}" + (" (run by `fdsl up`)" if os.environ.get(CHILD_ENV) else "")
+    with interrupt.catching(), command_log(args.out, title) as log:
         try:
             code = _run(args)
         except interrupt.Interrupted as err:  # Ctrl-C or SIGTERM: one line, 130 / 143
@@ -387,5 +341,20 @@ def _run(args) -> int:
         return 0
 
 
+def entry() -> NoReturn:
+    """The `fdsl` command: `main()`, then a quick exit. After a command that ran on Ray, a local Ray
+    it started stops here (1 s) and the process ends without Python's teardown of torch's and Ray's
+    modules (2-3 s); `fdsl.resume.end_stopped` ends a stopped command the same way."""
+    code = main()
+    if "fdsl.platform.connect" not in sys.modules:  # no Ray in this command: a plain exit is quick
+        sys.exit(code)
+    from fdsl.platform.connect import release
+
+    release()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -149,6 +149,7 @@ LAZY_IMPORTS = {
     # the CLI imports each subcommand's modules when it runs: `fdsl --help` stays fast
     "fdsl.cli": "*",
     "fdsl.cli_results": "*",
+    "fdsl.cli_presets": "*",
     # MLflow (1.4 s to import) only when a run is tracked; Ray only when it is loaded already
     "fdsl.platform.tracking": {"ray", "mlflow.entities", "mlflow.utils.validation", "mlflow.tracking"},
     # `import fdsl` stays light: the Python API (Ray, torch) loads with its first use
@@ -161,8 +162,12 @@ LAZY_IMPORTS = {
     "fdsl.platform.train.engine": {"deepspeed", "ray.train.torch"},
     "fdsl.platform.train.pretrain": {"deepspeed"},
     "fdsl.platform.train.weights": {"deepspeed.utils"},
+    # Ray Data's tasks import augment for the batched crop (torch only): timm and torchvision (2 s)
+    # only where used, so that a command's first batch does not wait on them
+    "fdsl.platform.train.augment": {"timm.data", "timm.data.auto_augment", "timm.data.random_erasing",
+                                    "timm.loss", "torchvision.transforms"},
     # Ray internals that move between releases: imported where used, with a fallback
-    "fdsl.platform.connect": {"ray._private.utils",
+    "fdsl.platform.connect": {"ray._private.utils", "ray._raylet",
                               "ray.data._internal.cluster_autoscaler.default_autoscaling_coordinator"},
 }
 """The documented lazy imports (docs/architecture.md): every other import sits at the top of its module."""

@@ -1,25 +1,29 @@
 """Connecting to Ray: the one place fdsl calls `ray.init`.
 
 Every command that needs Ray calls `connect(address)` first: with an address it joins that cluster,
-inside `ray job submit` (RAY_ADDRESS set) it joins the job's cluster, otherwise it starts a new
-local Ray of its own, never the last cluster recorded on the machine (which `ray.init()` with no
-address would join, even when that cluster is dead).
+inside `ray job submit` (RAY_ADDRESS set) it joins the job's cluster, while `fdsl up` runs it joins
+the local Ray that `fdsl up` holds (`fdsl.up`), otherwise it starts a new local Ray of its own, never
+the last cluster recorded on the machine (which `ray.init()` with no address would join, even when
+that cluster is dead).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import socket
+import sys
 from pathlib import Path
 
 import ray
 
 import fdsl
+from fdsl import up
 from fdsl.platform import console, interrupt
 
-_OWN = {"ray": False}
+_OWN = {"ray": False, "local": False}
 """Whether this process's Ray connection was made by `connect` (not by its caller: a test, a Tune
-trial, a notebook that called ray.init itself)."""
+trial, a notebook that called ray.init itself), and whether that Ray is a local one it started."""
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -51,9 +55,44 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         console.ray_connected(None)
         _pin_ray_data_coordinator()
         return False
+    if (held := up.attached(num_cpus)) is not None:  # the local Ray of `fdsl up`: joined, left running
+        _join_held(held)
+        return False
     start_local(num_cpus)
     _connected()
+    _OWN["local"] = True
     return True
+
+
+def _join_held(held: dict) -> None:
+    if held["auth_mode"] == "token" and os.environ.setdefault("RAY_AUTH_MODE", "token") == "token":
+        try:  # the mode is read once per process: re-read it, as Ray does when it turns token auth on
+            from ray._raylet import Config
+        except ImportError:  # another Ray version
+            pass
+        else:
+            Config.initialize("")
+    try:
+        ray.init(address=held["gcs_address"], **console.before_ray_init())
+    except ConnectionError as err:
+        raise ValueError(f"cannot join the local Ray of `fdsl up` at {held['gcs_address']} ({err}); "
+                         "`fdsl down` stops it, or FDSL_UP=0 runs without it") from None
+    _connected()
+    console.ray_connected(None)
+
+
+def hold_local(num_cpus: int | None = None) -> None:
+    """The holder of `fdsl up`: start a local Ray as a command would, print one JSON line (its
+    address, dashboard, auth mode, CPUs, logs), keep it until stdin closes, then stop it."""
+    start_local(num_cpus)
+    node = ray._private.worker.global_worker.node
+    print(json.dumps({"gcs_address": node.gcs_address,
+                      "dashboard": f"http://{node.webui_url}" if node.webui_url else "none",
+                      "auth_mode": os.environ.get("RAY_AUTH_MODE", "disabled"),
+                      "num_cpus": int(ray.cluster_resources().get("CPU", 0)),
+                      "ray_logs": node.get_logs_dir_path()}), flush=True)
+    sys.stdin.read()
+    ray.shutdown()
 
 
 def _connected() -> None:
@@ -67,7 +106,12 @@ def release() -> None:
     there end. A Ray its caller started is left alone."""
     if _OWN["ray"] and ray.is_initialized():
         ray.shutdown()
-    _OWN["ray"] = False
+    _OWN["ray"] = _OWN["local"] = False
+
+
+def owns_local_ray() -> bool:
+    """Whether a local Ray that `connect` started in this process is still up."""
+    return _OWN["local"] and ray.is_initialized()
 
 
 def _pin_ray_data_coordinator() -> None:

@@ -16,16 +16,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from timm.data import Mixup, create_transform
-from timm.data.auto_augment import RandAugment, posterize
-from timm.data.random_erasing import RandomErasing
-from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from torchvision.transforms import v2
+
+# timm and torchvision (2 s to import) are imported by the functions that use them: Ray Data's tasks
+# import this module for the batched crop, which needs torch only (a command's first batch waits on it)
 
 
 def _posterize(img, bits_to_keep, **kwargs):
     """timm's posterize, also for 0 bits (RandAugment's top magnitude), which Pillow >= 12 refuses:
     keeping no bit gives a black image, as older Pillow did."""
+    from timm.data.auto_augment import posterize
+
     return img.point(lambda _: 0) if bits_to_keep <= 0 else posterize(img, bits_to_keep, **kwargs)
 
 
@@ -34,6 +34,7 @@ def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hfl
                      vflip: float = 0.0, crop: str = "resized", crop_padding: int = 4, autoaugment: str = ""):
     if crop == "padded" or autoaugment:
         return _torchvision_transform(img_size, crop_scale_min, hflip, vflip, crop, crop_padding, autoaugment)
+    from timm.data import create_transform
 
     # use_prefetcher=True: uint8 CHW out; normalisation and random erasing happen on the worker's device
     return with_zero_bit_posterize(create_transform(
@@ -44,6 +45,8 @@ def _train_transform(img_size: int, randaugment: str, crop_scale_min: float, hfl
 
 def with_zero_bit_posterize(transform):
     """timm's transform with its RandAugment's posterize replaced by `_posterize` (0 bits allowed)."""
+    from timm.data.auto_augment import RandAugment, posterize
+
     for step in transform.transforms:
         for op in step.ops if isinstance(step, RandAugment) else ():
             if op.aug_fn is posterize:
@@ -56,6 +59,8 @@ def _torchvision_transform(img_size: int, crop_scale_min: float, hflip: float, v
     """The small-set recipe of Gani et al. (finetune.py): flip, RandomCrop with zero padding, the
     AutoAugment policy of the data set (torchvision's AutoAugment, CIFAR10 / SVHN / ImageNet
     policies of Cubuk et al.), uint8 CHW out like timm's prefetcher path."""
+    from torchvision.transforms import v2
+
     steps = [v2.Resize(img_size, interpolation=v2.InterpolationMode.BICUBIC)]
     if crop == "padded":
         steps.append(v2.RandomCrop(img_size, padding=crop_padding))
@@ -161,6 +166,10 @@ class DeviceBatch:
     benchmarks/pretrain.py; `cfg` is a config with the `AugmentSection` fields."""
 
     def __init__(self, cfg, num_classes: int, device, mean, std, dtype=None):
+        from timm.data import Mixup
+        from timm.data.random_erasing import RandomErasing
+        from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
         self.mixup = (Mixup(mixup_alpha=cfg.mixup, cutmix_alpha=cfg.cutmix, prob=cfg.mixup_prob,
                             switch_prob=cfg.mixup_switch_prob, label_smoothing=cfg.label_smoothing,
                             num_classes=num_classes) if cfg.mixes else None)
@@ -196,6 +205,8 @@ class DeviceBatch:
 # --- DINO's multi-crop views (a Ray Data task of SSL's seeded_stream) -----------------------------------
 def _photometric(crops, *, color_jitter: float, blur: float, solarize: float, grayscale: float = 0.2):
     """DINO's colour jitter, grayscale, Gaussian blur and solarisation, per image (torchvision), in 0..1."""
+    from torchvision.transforms import v2
+
     size = crops.shape[-1]
     jitter = v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)
     sigma_max = max(0.1, 2.0 * size / 224)  # DINO's radius 0.1..2 at 224px, scaled to the crop

@@ -1,0 +1,20 @@
+"""The warm process of `fdsl up` (`fdsl.up.serve`) and, with `hold`, the holder of its local Ray
+(`fdsl.platform.connect.hold_local`). `fdsl up` starts it; nobody else needs to.
+
+    python -m fdsl.jobs.up [--num-cpus N] [--idle-hours H]
+    python -m fdsl.jobs.up hold [--num-cpus N]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from fdsl.cli import main
+from fdsl.platform.connect import hold_local
+from fdsl.up import serve_main
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["hold"]:
+        hold_local(int(sys.argv[3]) if sys.argv[2:3] == ["--num-cpus"] else None)
+    else:
+        sys.exit(serve_main(main, sys.argv[1:]))

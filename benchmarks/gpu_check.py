@@ -40,6 +40,22 @@ PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 """Dense bf16 tensor-core peaks (NVIDIA's data sheets; SXM parts)."""
 
 
+def synthetic_step(engine, ops, img_size: int, num_classes: int, batch: int, device):
+    """(step, images, labels): one training step of `engine` (fdsl's TorchEngine or DeepSpeed's,
+    both with backward() and step()) and the batch ops `ops` (DeviceBatch) on a random uint8 batch
+    made once on `device`. Also benchmarks/pretrain.py --gpu's step."""
+    images = torch.randint(0, 256, (batch, 3, img_size, img_size), dtype=torch.uint8, device=device)
+    labels = torch.randint(0, num_classes, (batch,), device=device)
+
+    def step():
+        x, target = ops.inputs(images, labels)
+        loss = ops.loss(engine(x), target)
+        engine.backward(loss)
+        engine.step()
+
+    return step, images, labels
+
+
 def _timed(fn, steps: int, sync) -> float:
     """Seconds per call of `fn` over `steps` calls after 2 warm-up calls."""
     for _ in range(2):
@@ -82,15 +98,7 @@ def main(argv=None) -> int:
     engine = TorchEngine(model, create_optimizer(model, cfg), world=1, clip_grad=cfg.clip_grad,
                          bf16=cfg.precision == "bf16", device=device)
     ops = DeviceBatch(cfg, num_classes, device, mean, std, dtype=torch.float32)
-    images = torch.randint(0, 256, (batch, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, num_classes, (batch,), device=device)
-
-    def step():
-        x, target = ops.inputs(images, labels)
-        loss = ops.loss(engine(x), target)
-        engine.backward(loss)
-        engine.step()
-
+    step, _, _ = synthetic_step(engine, ops, cfg.img_size, num_classes, batch, device)
     with FlopCounterMode(display=False) as counter:
         step()
     flops_per_image = counter.get_total_flops() / batch

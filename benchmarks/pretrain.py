@@ -205,6 +205,7 @@ def gpu_benchmark(args) -> dict:
         print("gpu: no CUDA device here; nothing measured", file=sys.stderr)
         return {"mode": "gpu", "skipped": "no CUDA device"}
     import deepspeed
+    from gpu_check import synthetic_step  # benchmarks/ (this script's folder)
     from torch.utils.flop_counter import FlopCounterMode
 
     from fdsl.platform.train.augment import DeviceBatch
@@ -232,14 +233,7 @@ def gpu_benchmark(args) -> dict:
     device = torch.device("cuda", 0)
     ops = DeviceBatch(cfg, num_classes, device, mean, std)
     b = cfg.global_batch_size
-    images = torch.randint(0, 256, (b, 3, cfg.img_size, cfg.img_size), dtype=torch.uint8, device=device)
-    labels = torch.randint(0, num_classes, (b,), device=device)
-
-    def step():
-        x, target = ops.inputs(images, labels)
-        loss = ops.loss(engine(x), target)
-        engine.backward(loss)
-        engine.step()
+    step, images, labels = synthetic_step(engine, ops, cfg.img_size, num_classes, b, device)
 
     for _ in range(args.warmup):
         step()

@@ -130,11 +130,14 @@ def forward(argv: list[str]) -> int | None:
     """Run `fdsl argv` in the warm process of `fdsl up` and return its exit code; None: run it here."""
     if os.environ.get(CHILD_ENV) or os.environ.get(UP_ENV) == "0" or (state := read_state()) is None:
         return None
-    if state["python"] != sys.executable or import_env() != state["import_env"]:
-        return None
-    if state["code"] != code_stamp():
-        print("fdsl: fdsl's code changed since `fdsl up`: this command runs in its own process "
-              "(`fdsl down && fdsl up` refreshes the warm one)", file=sys.stderr)
+    here, there = import_env(), state["import_env"]
+    differ = sorted(k for k in {*here, *there} if here.get(k) != there.get(k))
+    why = ("another Python" if state["python"] != sys.executable else
+           f"{', '.join(differ)} differ{'s' if len(differ) == 1 else ''} from `fdsl up`'s" if differ else
+           "fdsl's code changed since `fdsl up`" if state["code"] != code_stamp() else None)
+    if why:
+        print(f"fdsl: {why}: this command runs in its own process (`fdsl down && fdsl up` refreshes the "
+              "warm one)", file=sys.stderr)
         return None
     conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
@@ -173,17 +176,10 @@ def _send(conn: socket.socket, message: dict) -> None:
 
 
 def _receive(conn: socket.socket) -> dict:
-    def exactly(n: int) -> bytes:
-        chunks = b""
-        while len(chunks) < n:
-            chunk = conn.recv(n - len(chunks))
-            if not chunk:
-                raise ConnectionError("the client left")
-            chunks += chunk
-        return chunks
-
-    (size,) = struct.unpack("!Q", exactly(8))
-    return json.loads(exactly(size))
+    """`_send`'s message (ValueError if the client left before it was whole)."""
+    stream = conn.makefile("rb")
+    head = stream.read(8)
+    return json.loads(stream.read(struct.unpack("!Q", head)[0]) if len(head) == 8 else b"")
 
 
 # --- `fdsl up` and `fdsl down` ----------------------------------------------------------------------

@@ -21,9 +21,9 @@ import fdsl
 from fdsl import up
 from fdsl.platform import console, interrupt
 
-_OWN = {"ray": False, "local": False}
+_OWN = {"ray": False}
 """Whether this process's Ray connection was made by `connect` (not by its caller: a test, a Tune
-trial, a notebook that called ray.init itself), and whether that Ray is a local one it started."""
+trial, a notebook that called ray.init itself)."""
 
 
 def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
@@ -60,7 +60,6 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         return False
     start_local(num_cpus)
     _connected()
-    _OWN["local"] = True
     return True
 
 
@@ -106,12 +105,7 @@ def release() -> None:
     there end. A Ray its caller started is left alone."""
     if _OWN["ray"] and ray.is_initialized():
         ray.shutdown()
-    _OWN["ray"] = _OWN["local"] = False
-
-
-def owns_local_ray() -> bool:
-    """Whether a local Ray that `connect` started in this process is still up."""
-    return _OWN["local"] and ray.is_initialized()
+    _OWN["ray"] = False
 
 
 def _pin_ray_data_coordinator() -> None:

@@ -5,9 +5,7 @@ Each test has a state folder of its own (FDSL_UP_DIR), so a user's `fdsl up` is 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 import signal
@@ -20,8 +18,6 @@ import pytest
 from conftest import ROOT
 
 from fdsl import up
-from fdsl.platform.train.finetune import finetune
-from fdsl.presets import get_preset
 
 FINETUNE = ["finetune", "laptop-visualatom", "--weights", "scratch", "--dataset", "digits",
             "--samples-per-class", "10", "--set", "finetune.epochs=10"]
@@ -113,9 +109,9 @@ def test_up_runs_commands_warm_and_down_stops_only_its_own_ray(up_env, tmp_path,
     assert "(run by `fdsl up`)" in log.splitlines()[0]
     assert f"Connecting to existing Ray cluster at address: {state['gcs_address']}" in log
     assert "finetune: top-1" in warm.stdout and warm.stderr.count("\n") <= 1, warm.stderr
-    experiment = get_preset("laptop-visualatom", ["finetune.samples_per_class=10", "finetune.epochs=10"])
-    with contextlib.redirect_stdout(io.StringIO()):  # in this process, on the tests' own Ray
-        finetune(experiment, "scratch", "digits", tmp_path / "own")
+    own = fdsl({**up_env, "FDSL_UP": "0"}, *FINETUNE, "--out", str(tmp_path / "own"))  # a process of its own
+    assert own.returncode == 0, own.stderr
+    assert "(run by `fdsl up`)" not in (tmp_path / "own" / "logs" / "fdsl.log").read_text()
     assert learned(tmp_path / "warm") == learned(tmp_path / "own")
 
     # a user's mistake: one line and exit 2, through the warm process too

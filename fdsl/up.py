@@ -307,10 +307,10 @@ def _loop(listener, run, holder, idle_hours: float, stopping: list) -> None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(clients[key.fileobj], signal.SIGTERM)
                 sel.unregister(key.fileobj)
-        while children:
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                break
+        for pid in list(children):  # each child by its PID: waitpid(-1) would also reap the holder
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done == 0:
+                continue
             conn = children.pop(pid)
             clients.pop(conn, None)
             with contextlib.suppress(OSError, KeyError, ValueError):
@@ -354,7 +354,8 @@ def _start(conn: socket.socket, others: list, run) -> int | None:
         _child(conn, fds, request, run)
     for fd in fds:
         os.close(fd)
-    conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
+    with contextlib.suppress(OSError):  # a client gone already: its command sees SIGTERM next
+        conn.sendall(json.dumps({"pid": pid}).encode() + b"\n")
     return pid
 
 

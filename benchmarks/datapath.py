@@ -149,7 +149,7 @@ def main(argv=None) -> int:
         [gen.render(c, 0) for c in ids]  # each class's system: found once per worker process
         alone = best_of(lambda g=gen, i=ids: [g.render(c, 0) for c in i], repeats=2) / len(ids)
         rendered = {}  # best_of's warm-up call caches the classes' systems
-        stream = best_of(lambda e=exp: rendered.update(n=stream_batches(e, args.stream_batches)),
+        stream = best_of(lambda e=exp, r=rendered: r.update(n=stream_batches(e, args.stream_batches)),
                          repeats=2)
         stream /= rendered["n"]
         sample = np.stack([gen.render(c, 0) for c in ids[:8]])

@@ -14,14 +14,14 @@ import traceback
 from pathlib import Path
 from typing import NoReturn
 
-from fdsl import __version__
+from fdsl import __version__, holder
 from fdsl.atomic import OutputError, machine_error
 from fdsl.cli_presets import add_preset_commands
 from fdsl.cli_presets import add_set as _add_set
 from fdsl.cli_results import add_result_commands, add_tracking_arguments, configure_tracking
 from fdsl.platform import interrupt
-from fdsl.platform.console import DRIVER_LOG, VERBOSE_ENV, command_log
-from fdsl.up import CHILD_ENV, down, forward, up
+from fdsl.platform.console import DRIVER_LOG, VERBOSE_ENV, command_log, current_log, verbose
+from fdsl.up import CHILD_ENV, attached, down, forward, up
 
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError)
 """What the code raises for a user's mistake (and `fdsl.atomic.OutputError`); anything else is a bug
@@ -51,12 +51,34 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> None:
     _add_verbose(p)
 
 
+_EARLY_RAY = {"on": False}
+"""Set by `entry`: the `fdsl` process starts its local Ray beside its imports (`fdsl.holder`); `main()`
+called in another program's process (a test, a notebook) leaves Ray to `connect`."""
+
+
+def _start_ray_early(args, num_cpus: int | None = None) -> None:
+    """Once a run command's preset is checked: start the local Ray that `connect` would start later,
+    now, in a holder process (`fdsl.holder`), so that it comes up while the command imports torch,
+    timm and Ray. Only in the `fdsl` process, with no --address, outside a Ray job, with no `fdsl up`
+    to join and no Ray in this process."""
+    ray = sys.modules.get("ray")
+    if (not _EARLY_RAY["on"] or getattr(args, "address", None) or os.environ.get("RAY_ADDRESS")
+            or (num_cpus is not None and num_cpus < 1) or attached(num_cpus) is not None
+            or (ray is not None and ray.is_initialized())):
+        return
+    log = current_log()
+    holder.start(num_cpus, None if verbose() or log is None else log.tmp)
+
+
 def cmd_generate(args) -> int:
-    from fdsl.platform.data.synthesis import generate
     from fdsl.presets import get_preset
 
-    generate(get_preset(args.preset, args.overrides), args.out, address=args.address,
-             num_cpus=args.num_cpus)
+    experiment = get_preset(args.preset, args.overrides)
+    if not (Path(args.out) / "manifest.json").is_file():  # a complete data set is only verified
+        _start_ray_early(args, args.num_cpus)
+    from fdsl.platform.data.synthesis import generate
+
+    generate(experiment, args.out, address=args.address, num_cpus=args.num_cpus)
     return 0
 
 
@@ -97,10 +119,12 @@ def _add_resume(p: argparse.ArgumentParser, extend: str = "") -> None:
 
 
 def cmd_pretrain(args) -> int:
-    from fdsl.platform.train.pretrain import pretrain
     from fdsl.presets import preset_or_run
 
     experiment = preset_or_run(args.preset, args.overrides, args.out, args.resume)
+    _start_ray_early(args)
+    from fdsl.platform.train.pretrain import pretrain
+
     summary = pretrain(experiment, args.data, args.out, resume=args.resume, address=args.address)
     loss = "n/a" if summary["loss"] is None else f"{summary['loss']:.4f}"
     print(f"pretrain: {summary['steps']} steps, loss {loss}, {summary['images_per_s']:.1f} images/s, "
@@ -142,10 +166,12 @@ def add_finetune_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_finetune(args) -> int:
-    from fdsl.platform.train.finetune import finetune
     from fdsl.presets import preset_or_run
 
     experiment = preset_or_run(args.preset, _target_overrides(args, "finetune"), args.out, args.resume)
+    _start_ray_early(args)
+    from fdsl.platform.train.finetune import finetune
+
     finetune(experiment, args.weights, args.dataset, args.out, address=args.address, resume=args.resume)
     return 0
 
@@ -159,10 +185,12 @@ def add_ssl_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_ssl(args) -> int:
-    from fdsl.platform.train.ssl import ssl
     from fdsl.presets import preset_or_run
 
     experiment = preset_or_run(args.preset, _target_overrides(args, "ssl"), args.out, args.resume)
+    _start_ray_early(args)
+    from fdsl.platform.train.ssl import ssl
+
     ssl(experiment, args.dataset, args.out, address=args.address, resume=args.resume)
     return 0
 
@@ -192,11 +220,13 @@ def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_sweep(args) -> int:
-    from fdsl.platform.tune.sweep import describe_best, run_sweep
     from fdsl.sweeps import check_sweep, get_sweep, sweep_label
 
     sweep = get_sweep(args.sweep, args.overrides)
     name = sweep_label(args.sweep)
+    _start_ray_early(args)
+    from fdsl.platform.tune.sweep import describe_best, run_sweep
+
     summary = run_sweep(sweep, name, args.out, check_sweep(sweep), resume=args.resume,
                         address=args.address)
     print(f"sweep: {summary['trials']} trials ({summary['errors']} failed) in {summary['seconds']:.0f} s, "
@@ -219,6 +249,7 @@ def cmd_report(args) -> int:
 
 
 def cmd_quickstart(args) -> int:
+    _start_ray_early(args, args.num_cpus)
     from fdsl.quickstart import run_quickstart
 
     run_quickstart(args.out, num_cpus=args.num_cpus)
@@ -345,12 +376,14 @@ def entry() -> NoReturn:
     """The `fdsl` command: `main()`, then a quick exit. After a command that ran on Ray, a local Ray
     it started stops here (1 s) and the process ends without Python's teardown of torch's and Ray's
     modules (2-3 s); `fdsl.resume.end_stopped` ends a stopped command the same way."""
+    _EARLY_RAY["on"] = True
     code = main()
     if "fdsl.platform.connect" not in sys.modules:  # no Ray in this command: a plain exit is quick
+        holder.stop(wait=False)  # a local Ray started for a command refused before it joined
         sys.exit(code)
     from fdsl.platform.connect import release
 
-    release()
+    release(wait=False)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -68,8 +68,9 @@ def end_stopped(code: int) -> NoReturn:
     """End a stopped command's process now with `code` (its line printed, its logs copied), without
     Python's exit handlers. Ray's would shut Ray down under its own background threads (a stopped data
     iterator's prefetcher), and a thread that then calls into Ray makes Ray end the process with exit
-    1. The local Ray the command started ends with it (Ray's kernel fate-sharing: its processes get
-    SIGKILL when the driver ends); a cluster it joined sees its driver end, with its tasks and actors."""
+    1. The local Ray the command started ends with it: its holder's stdin closes (`fdsl.holder`), or,
+    one started in this process, by Ray's kernel fate-sharing (its processes get SIGKILL when the
+    driver ends); a cluster it joined sees its driver end, with its tasks and actors."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

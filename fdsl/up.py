@@ -46,6 +46,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import fdsl
+from fdsl.holder import HOLD
 
 UP_DIR_ENV = "FDSL_UP_DIR"
 UP_ENV = "FDSL_UP"
@@ -394,4 +395,4 @@ def serve_main(run: Callable[[list[str]], int], argv: list[str] | None = None) -
     p.add_argument("--num-cpus", type=int, default=None)
     p.add_argument("--idle-hours", type=float, default=12.0)
     args = p.parse_args(argv)
-    return serve(run, [sys.executable, "-m", "fdsl.jobs.up", "hold"], args.num_cpus, args.idle_hours)
+    return serve(run, HOLD, args.num_cpus, args.idle_hours)

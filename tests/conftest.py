@@ -11,6 +11,8 @@ import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,6 +59,26 @@ def small_disk(path: Path, size: str):
         yield path
     finally:
         subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+def processes_of(session: str) -> list[int]:
+    """PIDs whose command line names the Ray session folder `session` (its raylet, GCS, agents)."""
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if session.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def gone_within(pids: Callable[[], list[int] | set[int]], timeout_s: float = 30.0) -> list[int] | set[int]:
+    """Wait until `pids()` is empty or `timeout_s` passed; what it last returned."""
+    deadline = time.monotonic() + timeout_s
+    while (left := pids()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return left
 
 
 def run_fdsl(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ import time
 
 import psutil
 import pytest
-from conftest import NOISE, ROOT, run_fdsl
+from conftest import NOISE, ROOT, gone_within, processes_of, run_fdsl
 
 from fdsl.platform.console import CommandLog, Progress, follow_metrics
 
@@ -86,13 +86,16 @@ def _assert_quiet(lines: list[str], limit: int) -> None:
 
 
 def _assert_logs(out, worker_text: str) -> None:
-    """OUT/logs: fdsl.log, and the local Ray's session logs with the workers' own output."""
+    """OUT/logs: fdsl.log, and the local Ray's session logs with the workers' own output. The Ray was
+    started by the command's holder while it imported (`fdsl.holder`), joined, and is gone after it."""
     logs = out / "logs"
-    assert "Started a local Ray instance" in (logs / "fdsl.log").read_text()
+    text = (logs / "fdsl.log").read_text()
+    assert "Started a local Ray instance" in text and "Connecting to existing Ray cluster" in text, text
     sessions = list((logs / "ray").glob("session_*"))
     assert len(sessions) == 1, sessions
     workers = "".join(p.read_text(errors="replace") for p in sessions[0].glob("worker-*"))
     assert worker_text in workers
+    assert gone_within(lambda: processes_of(f"/{sessions[0].name}")) == [], "the command's Ray outlived it"
 
 
 @pytest.mark.slow

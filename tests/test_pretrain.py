@@ -229,7 +229,7 @@ def test_bad_input_fails_before_any_worker(data, tmp_path, capsys, args, message
 
 def test_local_ray_too_small_is_refused_before_any_worker(tmp_path):
     """A local Ray that fdsl starts never grows: a run it cannot hold exits 2 instead of waiting,
-    before that Ray starts."""
+    before it runs anything on that Ray."""
     from conftest import run_fdsl
 
     out = tmp_path / "run"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, processes_of
 
 from fdsl import up
 
@@ -37,18 +37,6 @@ def up_env(tmp_path):
 
 def alive(pid: int) -> bool:
     return Path(f"/proc/{pid}").exists() and b"zombie" not in Path(f"/proc/{pid}/status").read_bytes().lower()
-
-
-def processes_of(session: str) -> list[int]:
-    """PIDs whose command line names the Ray session folder `session` (its raylet, GCS, agents)."""
-    pids = []
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            if session.encode() in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
 
 
 def children_of(pid: int) -> set[int]:

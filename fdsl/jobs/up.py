@@ -1,5 +1,6 @@
-"""The warm process of `fdsl up` (`fdsl.up.serve`) and, with `hold`, the holder of its local Ray
-(`fdsl.platform.connect.hold_local`). `fdsl up` starts it; nobody else needs to.
+"""The warm process of `fdsl up` (`fdsl.up.serve`) and, with `hold`, the holder of a local Ray
+(`fdsl.platform.connect.hold_local`): `fdsl up`'s, or a command's own (`fdsl.holder`). `fdsl up` and
+the `fdsl` command start them; nobody else needs to.
 
     python -m fdsl.jobs.up [--num-cpus N] [--idle-hours H]
     python -m fdsl.jobs.up hold [--num-cpus N]

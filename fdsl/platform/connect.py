@@ -2,9 +2,10 @@
 
 Every command that needs Ray calls `connect(address)` first: with an address it joins that cluster,
 inside `ray job submit` (RAY_ADDRESS set) it joins the job's cluster, while `fdsl up` runs it joins
-the local Ray that `fdsl up` holds (`fdsl.up`), otherwise it starts a new local Ray of its own, never
-the last cluster recorded on the machine (which `ray.init()` with no address would join, even when
-that cluster is dead).
+the local Ray that `fdsl up` holds (`fdsl.up`), otherwise it has a new local Ray of its own: the one
+the `fdsl` command started beside its imports (`fdsl.holder`), or one started here. Never the last
+cluster recorded on the machine (which `ray.init()` with no address would join, even when that
+cluster is dead).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import ray
 
 import fdsl
-from fdsl import up
+from fdsl import holder, up
 from fdsl.platform import console, interrupt
 
 _OWN = {"ray": False}
@@ -56,14 +57,20 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         _pin_ray_data_coordinator()
         return False
     if (held := up.attached(num_cpus)) is not None:  # the local Ray of `fdsl up`: joined, left running
-        _join_held(held)
+        _join_held(held, "`fdsl down` stops it, or FDSL_UP=0 runs without it")
+        console.ray_connected(None)
         return False
+    if (held := holder.take(num_cpus)) is not None:  # this command's own, started at its first line
+        _join_held(held, "see the log above")
+        console.ray_connected(Path(held["ray_logs"]))
+        return True
     start_local(num_cpus)
     _connected()
     return True
 
 
-def _join_held(held: dict) -> None:
+def _join_held(held: dict, advice: str) -> None:
+    """Join a local Ray that a holder process (`hold_local`) started."""
     if held["auth_mode"] == "token" and os.environ.setdefault("RAY_AUTH_MODE", "token") == "token":
         try:  # the mode is read once per process: re-read it, as Ray does when it turns token auth on
             from ray._raylet import Config
@@ -74,24 +81,28 @@ def _join_held(held: dict) -> None:
     try:
         ray.init(address=held["gcs_address"], **console.before_ray_init())
     except ConnectionError as err:
-        raise ValueError(f"cannot join the local Ray of `fdsl up` at {held['gcs_address']} ({err}); "
-                         "`fdsl down` stops it, or FDSL_UP=0 runs without it") from None
+        raise ValueError(f"cannot join the local Ray at {held['gcs_address']} ({err}); {advice}") from None
     _connected()
-    console.ray_connected(None)
 
 
 def hold_local(num_cpus: int | None = None) -> None:
-    """The holder of `fdsl up`: start a local Ray as a command would, print one JSON line (its
-    address, dashboard, auth mode, CPUs, logs), keep it until stdin closes, then stop it."""
-    start_local(num_cpus)
+    """A holder (`fdsl up`'s, `fdsl.holder`'s): start a local Ray as a command would, print one JSON
+    line (its address, dashboard, auth mode, CPUs, logs), keep it until stdin closes, then stop it
+    (also when its reader is gone before the line). Ray's own lines go to its stderr unfiltered: the
+    command's log, `fdsl up`'s log, or the console with --verbose."""
+    start_local(num_cpus, quiet=False)
     node = ray._private.worker.global_worker.node
-    print(json.dumps({"gcs_address": node.gcs_address,
-                      "dashboard": f"http://{node.webui_url}" if node.webui_url else "none",
-                      "auth_mode": os.environ.get("RAY_AUTH_MODE", "disabled"),
-                      "num_cpus": int(ray.cluster_resources().get("CPU", 0)),
-                      "ray_logs": node.get_logs_dir_path()}), flush=True)
-    sys.stdin.read()
-    ray.shutdown()
+    try:
+        print(json.dumps({"gcs_address": node.gcs_address,
+                          "dashboard": f"http://{node.webui_url}" if node.webui_url else "none",
+                          "auth_mode": os.environ.get("RAY_AUTH_MODE", "disabled"),
+                          "num_cpus": int(ray.cluster_resources().get("CPU", 0)),
+                          "ray_logs": node.get_logs_dir_path()}), flush=True)
+        sys.stdin.read()
+    except OSError:  # the command ended first (BrokenPipeError)
+        pass
+    finally:
+        ray.shutdown()
 
 
 def _connected() -> None:
@@ -99,13 +110,15 @@ def _connected() -> None:
     interrupt.reinstall()  # ray.init installs a SIGTERM handler of its own
 
 
-def release() -> None:
+def release(wait: bool = True) -> None:
     """End this process's Ray connection if `connect` made it: a local Ray it started stops (its
     workers with it); a cluster it joined keeps running, and the actors and tasks this driver owns
-    there end. A Ray its caller started is left alone."""
+    there end. A Ray its caller started is left alone. A local Ray that `fdsl.holder` holds for this
+    command is told to stop; `wait=False` does not wait for it (the command's process ends next)."""
     if _OWN["ray"] and ray.is_initialized():
         ray.shutdown()
     _OWN["ray"] = False
+    holder.stop(wait)
 
 
 def _pin_ray_data_coordinator() -> None:
@@ -139,12 +152,13 @@ polls its workers every 0.5 s instead of 2 s (it sees a started or finished grou
 1-worker debug run: 33 s -> 28-29 s on 2 cores (docs/benchmarks.md). Clusters keep Ray's defaults."""
 
 
-def start_local(num_cpus: int | None = None) -> None:
+def start_local(num_cpus: int | None = None, quiet: bool = True) -> None:
     """A new local Ray of our own, even if another one runs on this machine, with its dashboard on
     127.0.0.1 only (a free port): Ray Train's PlacementGroupCleaner asks the State API whether the
     Train controller lives (without a dashboard it warns every second and could never remove a dead
     run's placement group). Its processes get RAY_API_SERVER_ADDRESS, so that the State API finds
-    this Ray's dashboard even when another Ray runs on the machine, and LOCAL_TRAIN_ENV."""
+    this Ray's dashboard even when another Ray runs on the machine, and LOCAL_TRAIN_ENV. `quiet=False`
+    (a holder): Ray's console output as Ray prints it."""
     port = _free_port()
     # inherited by the GCS, raylet and workers (a variable the user set is left as it is)
     env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}",
@@ -153,7 +167,7 @@ def start_local(num_cpus: int | None = None) -> None:
     os.environ.update(env)
     try:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-                 dashboard_port=port, **console.before_ray_init())
+                 dashboard_port=port, **(console.before_ray_init() if quiet else {"log_to_driver": False}))
     finally:
         for key, value in before.items():
             if value is None:

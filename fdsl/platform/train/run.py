@@ -113,7 +113,7 @@ def connect_checked(cfg: WorkersSection, section: str, address: str | None = Non
     if memory:
         _check_memory(cfg, section, memory)
     have, need_cpu = local_num_cpus(), cfg.cpus_needed()
-    if have < need_cpu:  # refused before the local Ray starts
+    if have < need_cpu:  # refused before the command runs anything on its local Ray
         raise ValueError(f"{section}.num_workers: {cfg.num_workers} workers x {cfg.cpus_per_worker} CPUs + "
                          f"{cfg.augment_cpus} for augmentation need {need_cpu:g} CPUs, this machine's "
                          f"local Ray has {have:g}; lower num_workers, cpus_per_worker or "

@@ -203,7 +203,7 @@ def _prepare(sweep: SweepConfig, name: str, sweep_dir: Path, resume: bool, base)
                              "`fdsl report` to re-write its report")
     elif resume:
         raise FileNotFoundError(f"{saved} not found: nothing to resume in {sweep_dir}")
-    if resume:  # before Ray starts and before we write: Tune unpickles these files, only ours may be there
+    if resume:  # before Ray runs anything and before we write: Tune unpickles these, only ours may be there
 
         check_seal(sweep_dir / TUNE_NAME)
     sweep_dir.mkdir(parents=True, exist_ok=True)

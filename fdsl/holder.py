@@ -71,6 +71,11 @@ def take(num_cpus: int | None) -> dict | None:
     return json.loads(line)
 
 
+def holding() -> bool:
+    """Whether a holder started by `start` runs (until `stop`)."""
+    return "proc" in _held
+
+
 def stop(wait: bool = True, timeout_s: float = 60.0) -> None:
     """Tell the holder to stop its Ray (close its stdin); with `wait`, until it has. No-op without one."""
     proc = _held.pop("proc", None)

@@ -78,14 +78,17 @@ def id_rows(num_rows: int, block_rows: int, start: int = 0):
     50M rows of `finetune-sgd` are 400 MB, not 10 GB of dicts), split exactly as `from_items` splits
     (the first `num_rows % blocks` blocks one row longer), so the stream's batches, and its bytes,
     are the same. Not `ray.data.range`, whose read tasks reserve a whole CPU and cannot be
-    scheduled beside the Train workers of a Tune trial on a small machine.
+    scheduled beside the Train workers of a Tune trial on a small machine. Not `from_arrow`, which
+    reads each block's metadata back in a Ray task: a new job's first task, it waited for a worker
+    process to start (0.5-2 s before a fine-tuning's first step); `from_blocks` (Ray Data's
+    developer API, the same blocks) takes the metadata here.
     """
     rows = max(0, num_rows - start)
     blocks = min(max(1, -(-rows // max(1, block_rows))), max(1, rows))
     size, extra = divmod(rows, blocks)
     bounds = [start + i * size + min(i, extra) for i in range(blocks + 1)]
-    return ray.data.from_arrow([pa.table({"id": np.arange(a, b, dtype=np.int64)})
-                                for a, b in zip(bounds, bounds[1:], strict=False)])
+    return ray.data.from_blocks([pa.table({"id": np.arange(a, b, dtype=np.int64)})
+                                 for a, b in zip(bounds, bounds[1:], strict=False)])
 
 
 def _draw_and_augment(batch: dict[str, np.ndarray], *, source: list, seed: int, augment: Callable,

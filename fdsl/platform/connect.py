@@ -61,7 +61,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         console.ray_connected(None)
         return False
     if (held := holder.take(num_cpus)) is not None:  # this command's own, started at its first line
-        _join_held(held, "see the log above")
+        _join_held(held, "Ray's own lines about it are in the command's log, OUT/logs/fdsl.log")
         console.ray_connected(Path(held["ray_logs"]))
         return True
     start_local(num_cpus)

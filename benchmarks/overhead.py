@@ -26,7 +26,10 @@ Beside it, the bare PyTorch script of the same steps as a new process (`--bare`:
 timm, loads digits, runs the bare loop). Per kind: wall s of the process, loop s (the command's
 training loop as it times itself: steps and evaluations, less its first-batch wait; the bare
 script's loop), overhead = wall - loop. Targets: cold <= loop + 12 s, warm <= loop + 5 s. One
-discarded cold run first (disk cache, MLflow's store); the best of --rounds counts. MLflow tracking
+discarded cold run first (disk cache, MLflow's store); the best of --rounds counts. A cold command's
+holder stops its Ray after the command has returned: each next run waits until that Ray has no
+process left (printed: "its Ray gone N s after it"), so that every cold run starts on an idle
+machine. MLflow tracking
 is on, as a user's default (a SQLite store in a temporary working directory), unless --no-tracking.
 """
 
@@ -177,11 +180,31 @@ def _process(args: list[str], env: dict, cwd: Path) -> tuple[float, str]:
     return time.perf_counter() - start, res.stdout
 
 
+def _ray_processes(session: str) -> list[int]:
+    pids = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        with contextlib.suppress(OSError):
+            if session.encode() in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+    return pids
+
+
+def _settle(out: Path, timeout_s: float = 60.0) -> float:
+    """Seconds until the local Ray the command started (its session, copied into OUT/logs/ray/) has
+    no process left: its holder stops it after the command has returned. The next run starts then,
+    on an idle machine, as a cold start does; a run attached to `fdsl up`'s Ray has none to wait for."""
+    start = time.perf_counter()
+    for session in (out / "logs" / "ray").glob("session_*"):
+        while _ray_processes(f"/{session.name}/") and time.perf_counter() - start < timeout_s:
+            time.sleep(0.1)
+    return time.perf_counter() - start
+
+
 def _command(fdsl: list[str], env: dict, cwd: Path, out: Path) -> dict:
     wall, _ = _process([*fdsl, *COMMAND, "--out", str(out)], env, cwd)
     metrics = json.loads((out / "metrics.json").read_text())
     loop = metrics["seconds"] - metrics["throughput"]["data_startup_s"]
-    return {"wall_s": wall, "loop_s": loop, "overhead_s": wall - loop}
+    return {"wall_s": wall, "loop_s": loop, "overhead_s": wall - loop, "ray_stop_after_s": _settle(out)}
 
 
 def commands(rounds: int, tracking: bool) -> dict:
@@ -191,8 +214,9 @@ def commands(rounds: int, tracking: bool) -> dict:
 
     def keep(kind: str, r: dict) -> None:
         r = {k: round(v, 2) for k, v in r.items()}
+        stop = f"  (its Ray gone {r['ray_stop_after_s']:.1f}s after it)" if r.get("ray_stop_after_s") else ""
         print(f"{kind:5s} wall {r['wall_s']:6.1f}s  loop {r['loop_s']:6.1f}s  "
-              f"overhead {r['overhead_s']:5.1f}s", flush=True)
+              f"overhead {r['overhead_s']:5.1f}s{stop}", flush=True)
         if kind not in results or r["overhead_s"] < results[kind]["overhead_s"]:
             results[kind] = r
 

@@ -71,10 +71,11 @@ def _start_ray_early(args, num_cpus: int | None = None) -> None:
 
 
 def cmd_generate(args) -> int:
+    from fdsl.platform.data.manifest import MANIFEST
     from fdsl.presets import get_preset
 
     experiment = get_preset(args.preset, args.overrides)
-    if not (Path(args.out) / "manifest.json").is_file():  # a complete data set is only verified
+    if not (Path(args.out) / MANIFEST).is_file():  # a complete data set is only verified
         _start_ray_early(args, args.num_cpus)
     from fdsl.platform.data.synthesis import generate
 

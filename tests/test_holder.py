@@ -25,7 +25,7 @@ def holders_since(t0: float, parent: int | None = None) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter(["cmdline", "create_time", "ppid"]):
         cmdline = proc.info["cmdline"] or []
-        if (cmdline[-3:-1] == ["fdsl.jobs.up", "hold"] or cmdline[-2:] == ["fdsl.jobs.up", "hold"]) \
+        if ["fdsl.jobs.up", "hold"] in (cmdline[i:i + 2] for i in range(len(cmdline))) \
                 and proc.info["create_time"] >= t0 - 1 and parent in (None, proc.info["ppid"]):
             found.append(proc)
     return found

@@ -61,7 +61,7 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
         console.ray_connected(None)
         return False
     if (held := holder.take(num_cpus)) is not None:  # this command's own, started at its first line
-        _join_held(held, "Ray's own lines about it are in the command's log, OUT/logs/fdsl.log")
+        _join_held(held)
         console.ray_connected(Path(held["ray_logs"]))
         return True
     start_local(num_cpus)
@@ -69,8 +69,10 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
     return True
 
 
-def _join_held(held: dict, advice: str) -> None:
-    """Join a local Ray that a holder process (`hold_local`) started."""
+def _join_held(held: dict, advice: str | None = None) -> None:
+    """Join a local Ray that a holder process (`hold_local`) started. Failing that: a one-line error
+    with `advice` (`fdsl up`'s Ray, which the user can stop), or, for the command's own, Ray's error
+    with its traceback, as when `start_local` fails."""
     if held["auth_mode"] == "token" and os.environ.setdefault("RAY_AUTH_MODE", "token") == "token":
         try:  # the mode is read once per process: re-read it, as Ray does when it turns token auth on
             from ray._raylet import Config
@@ -81,6 +83,8 @@ def _join_held(held: dict, advice: str) -> None:
     try:
         ray.init(address=held["gcs_address"], **console.before_ray_init())
     except ConnectionError as err:
+        if advice is None:
+            raise
         raise ValueError(f"cannot join the local Ray at {held['gcs_address']} ({err}); {advice}") from None
     _connected()
 

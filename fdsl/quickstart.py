@@ -33,8 +33,7 @@ from fdsl.platform import console, tracking
 from fdsl.platform.connect import connect
 from fdsl.platform.data.synthesis import generate
 from fdsl.platform.interrupt import Interrupted
-from fdsl.platform.train.checkpoints import newest_checkpoint_step
-from fdsl.platform.train.config import EXPERIMENT_FILE
+from fdsl.platform.train.checkpoints import can_resume
 from fdsl.platform.train.finetune import finetune
 from fdsl.platform.train.pretrain import pretrain, pretrain_summary
 from fdsl.platform.train.run import SUMMARY_FILE, finetune_summary, read_finetune_metrics
@@ -154,7 +153,7 @@ def _tracked_figures(summary: dict) -> dict[str, float]:
 
 def _resumable(folder: Path) -> bool:
     """Whether a stopped run in `folder` continues (it has a checkpoint); else it is cleared."""
-    if (folder / EXPERIMENT_FILE).is_file() and newest_checkpoint_step(folder) is not None:
+    if can_resume(folder):
         return True
     shutil.rmtree(folder, ignore_errors=True)
     return False

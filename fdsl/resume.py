@@ -24,8 +24,7 @@ from typing import NoReturn
 
 from fdsl.platform.data.manifest import load_progress
 from fdsl.platform.interrupt import Interrupted
-from fdsl.platform.train.checkpoints import newest_checkpoint_step
-from fdsl.platform.train.config import EXPERIMENT_FILE
+from fdsl.platform.train.checkpoints import can_resume, newest_checkpoint_step
 from fdsl.platform.tune.report import SWEEP_FILE
 from fdsl.platform.tune.sweep import COMPLETIONS, TUNE_NAME
 from fdsl.schema import read_jsonl
@@ -40,9 +39,12 @@ def kept_and_next(command: str, out: Path) -> tuple[str, bool]:
             entries = {}
         return f"kept {len(entries)} rendered shards in {out}", False
     if command in ("pretrain", "finetune", "ssl"):
-        step = newest_checkpoint_step(out) if (out / EXPERIMENT_FILE).is_file() else None
-        if step is None:
+        if not can_resume(out):
             return "no checkpoint was written yet (the folder is free again)", False
+        step = newest_checkpoint_step(out)
+        if step is None:  # stopped between Ray's copy of the first checkpoint and its snapshot
+            return (f"kept a checkpoint the stop may have cut short in {out}/train (--resume checks it and, "
+                    "if it is incomplete, starts from step 0)"), True
         return f"kept the checkpoint of step {step} in {out}/train", True
     if command == "sweep":
         finished = len(read_jsonl(out / COMPLETIONS)) if (out / COMPLETIONS).is_file() else 0

@@ -410,3 +410,36 @@ def test_a_cut_checkpoint_write_is_set_aside_and_the_snapshot_rebuilt(trained, t
     listed = json.loads(snapshot.read_text())
     assert listed["latest_checkpoint_result"]["checkpoint_dir_name"] == previous.name
     assert listed["current_report_index"] == 1
+
+
+def test_a_stop_before_the_first_snapshot_keeps_the_run_for_resume(trained, tmp_path):
+    """Stopped after Ray copied a checkpoint folder but before its snapshot listed it (what a
+    Ctrl-C right at the first checkpoint leaves): the run stays in its folder (a failed fit keeps it),
+    so the stop's line says `--resume` (which rebuilds the snapshot from the folder), and a quickstart
+    continues it instead of clearing it. Without a checkpoint folder the folder is free again."""
+    import shutil
+
+    from fdsl.platform.train.checkpoints import (
+        SNAPSHOT_FILE,
+        can_resume,
+        newest_checkpoint_step,
+        repair_checkpoints,
+    )
+    from fdsl.quickstart import _resumable
+    from fdsl.resume import kept_and_next
+
+    run = tmp_path / "run"
+    shutil.copytree(trained[0], run)
+    newest = _ray_checkpoints(run)[-1]
+    (run / "train" / SNAPSHOT_FILE).unlink()
+    assert newest_checkpoint_step(run) is None and can_resume(run)
+    kept, resume = kept_and_next("pretrain", run)
+    assert resume and "may have cut short" in kept and str(run) in kept, kept
+    assert _resumable(run) and run.is_dir()  # kept, not cleared
+    notes = repair_checkpoints(run, world=2)
+    assert "rewritten" in notes[-1] and newest_checkpoint_step(run) == int(newest.name.rpartition("_")[2])
+    assert kept_and_next("pretrain", run)[0].startswith("kept the checkpoint of step")
+    shutil.rmtree(run / "train")
+    kept, resume = kept_and_next("pretrain", run)
+    assert not resume and kept == "no checkpoint was written yet (the folder is free again)"
+    assert not _resumable(run) and not run.exists()  # cleared for a run from step 0

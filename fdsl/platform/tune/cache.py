@@ -27,8 +27,7 @@ from fdsl.config import apply_overrides
 from fdsl.platform.data.manifest import fingerprint, identity, verify_dataset
 from fdsl.platform.data.shards import file_sha256
 from fdsl.platform.data.synthesis import generate
-from fdsl.platform.train.checkpoints import newest_checkpoint_step
-from fdsl.platform.train.config import EXPERIMENT_FILE
+from fdsl.platform.train.checkpoints import can_resume
 from fdsl.platform.train.finetune import finetune
 from fdsl.platform.train.pretrain import pretrain
 from fdsl.platform.tune.report import TRIAL_FILE
@@ -100,7 +99,7 @@ def ensure_pretrained(experiment, data_dir: Path, sweep_dir: Path,
                 return folder, True
         # a run an interrupted sweep left behind continues from its newest checkpoint (one without a
         # checkpoint, or a damaged one, is redone)
-        resume = (folder / EXPERIMENT_FILE).is_file() and newest_checkpoint_step(folder) is not None
+        resume = can_resume(folder)
         try:
             if not resume:
                 shutil.rmtree(folder, ignore_errors=True)

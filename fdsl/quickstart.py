@@ -33,10 +33,9 @@ from fdsl.platform import console, tracking
 from fdsl.platform.connect import connect
 from fdsl.platform.data.synthesis import generate
 from fdsl.platform.interrupt import Interrupted
-from fdsl.platform.train.checkpoints import can_resume
 from fdsl.platform.train.finetune import finetune
 from fdsl.platform.train.pretrain import pretrain, pretrain_summary
-from fdsl.platform.train.run import SUMMARY_FILE, finetune_summary, read_finetune_metrics
+from fdsl.platform.train.run import SUMMARY_FILE, can_resume, finetune_summary, read_finetune_metrics
 from fdsl.platform.train.weights import WEIGHTS_FILE
 from fdsl.platform.tune.report import SWEEP_FILE
 from fdsl.platform.tune.sweep import describe_best, run_sweep

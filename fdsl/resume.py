@@ -24,7 +24,8 @@ from typing import NoReturn
 
 from fdsl.platform.data.manifest import load_progress
 from fdsl.platform.interrupt import Interrupted
-from fdsl.platform.train.checkpoints import can_resume, newest_checkpoint_step
+from fdsl.platform.train.checkpoints import newest_checkpoint_step
+from fdsl.platform.train.run import can_resume
 from fdsl.platform.tune.report import SWEEP_FILE
 from fdsl.platform.tune.sweep import COMPLETIONS, TUNE_NAME
 from fdsl.schema import read_jsonl

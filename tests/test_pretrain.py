@@ -419,12 +419,8 @@ def test_a_stop_before_the_first_snapshot_keeps_the_run_for_resume(trained, tmp_
     continues it instead of clearing it. Without a checkpoint folder the folder is free again."""
     import shutil
 
-    from fdsl.platform.train.checkpoints import (
-        SNAPSHOT_FILE,
-        can_resume,
-        newest_checkpoint_step,
-        repair_checkpoints,
-    )
+    from fdsl.platform.train.checkpoints import SNAPSHOT_FILE, newest_checkpoint_step, repair_checkpoints
+    from fdsl.platform.train.run import can_resume
     from fdsl.quickstart import _resumable
     from fdsl.resume import kept_and_next
 

@@ -238,15 +238,6 @@ def newest_checkpoint_step(out: Path) -> int | None:
     return max(steps, default=None)
 
 
-def can_resume(out: Path) -> bool:
-    """Whether `--resume` continues run folder `out`: it holds a run (experiment.json) and a
-    checkpoint folder, listed in Ray's snapshot or not yet (a stop between Ray's copy of a checkpoint
-    and its snapshot: `repair_checkpoints` keeps it when it is complete, else the run starts from step
-    0). A failed or stopped run with a checkpoint folder stays in place (`run.set_aside_failed_run`)."""
-    return (out / EXPERIMENT_FILE).is_file() and (
-        newest_checkpoint_step(out) is not None or any((out / TRAIN_NAME).glob("checkpoint_*")))
-
-
 def check_same_run(out: str | os.PathLike, experiment, finished: str) -> Path:
     """The absolute run folder a `--resume` of fine-tuning or SSL continues: it holds a run of this
     very experiment (only pre-training may extend itself) that has not written `finished` yet."""

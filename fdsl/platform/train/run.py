@@ -243,12 +243,20 @@ def report(metrics: dict, config: dict, **kwargs) -> None:
         ray.tune.report(metrics)
 
 
+def can_resume(out: Path) -> bool:
+    """Whether `--resume` continues run folder `out`: it holds a run (experiment.json) and a
+    checkpoint folder, listed in Ray's snapshot or not yet (a stop between Ray's copy of a checkpoint
+    and its snapshot: the resume's `checkpoints.repair_checkpoints` keeps it when it is complete,
+    else the run starts from step 0)."""
+    return (out / EXPERIMENT_FILE).is_file() and any((out / TRAIN_NAME).glob("checkpoint_*"))
+
+
 def set_aside_failed_run(out: Path) -> Path | None:
-    """After a failed fit: unless the run left a checkpoint to resume from, move what it wrote into
-    `out/failed-<time>/` (kept for a look) so that the corrected command can use `out` again;
-    returns that folder (None when the run stays in place for `--resume`)."""
-    if any((out / TRAIN_NAME).glob("checkpoint_*")):
-        return None  # resumable: pre-training continues it with --resume
+    """After a failed fit: unless the run left a checkpoint to resume from (`can_resume`), move what
+    it wrote into `out/failed-<time>/` (kept for a look) so that the corrected command can use `out`
+    again; returns that folder (None when the run stays in place for `--resume`)."""
+    if can_resume(out):
+        return None
     names = [n for n in (EXPERIMENT_FILE, TRAIN_NAME, METRICS_LOG, EVENTS_FILE, SUMMARY_FILE, WEIGHTS_FILE)
              if (out / n).exists()]
     if not names:

@@ -27,9 +27,9 @@ from fdsl.config import apply_overrides
 from fdsl.platform.data.manifest import fingerprint, identity, verify_dataset
 from fdsl.platform.data.shards import file_sha256
 from fdsl.platform.data.synthesis import generate
-from fdsl.platform.train.checkpoints import can_resume
 from fdsl.platform.train.finetune import finetune
 from fdsl.platform.train.pretrain import pretrain
+from fdsl.platform.train.run import can_resume
 from fdsl.platform.tune.report import TRIAL_FILE
 from fdsl.platform.tune.sweep_config import SweepConfig, trial_overrides
 from fdsl.schema import read_jsonl

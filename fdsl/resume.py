@@ -43,7 +43,7 @@ def kept_and_next(command: str, out: Path) -> tuple[str, bool]:
         if not can_resume(out):
             return "no checkpoint was written yet (the folder is free again)", False
         step = newest_checkpoint_step(out)
-        if step is None:  # stopped between Ray's copy of the first checkpoint and its snapshot
+        if step is None:  # stopped between the first checkpoint's write and its snapshot
             return (f"kept a checkpoint the stop may have cut short in {out}/train (--resume checks it and, "
                     "if it is incomplete, starts from step 0)"), True
         return f"kept the checkpoint of step {step} in {out}/train", True

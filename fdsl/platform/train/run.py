@@ -245,8 +245,8 @@ def report(metrics: dict, config: dict, **kwargs) -> None:
 
 def can_resume(out: Path) -> bool:
     """Whether `--resume` continues run folder `out`: it holds a run (experiment.json) and a
-    checkpoint folder, listed in Ray's snapshot or not yet (a stop between Ray's copy of a checkpoint
-    and its snapshot: the resume's `checkpoints.repair_checkpoints` keeps it when it is complete,
+    checkpoint folder, listed in Ray's snapshot or not yet (a stop between a checkpoint's write and
+    the snapshot that lists it: the resume's `checkpoints.repair_checkpoints` keeps it when it is complete,
     else the run starts from step 0)."""
     return (out / EXPERIMENT_FILE).is_file() and any((out / TRAIN_NAME).glob("checkpoint_*"))
 

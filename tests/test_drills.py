@@ -220,9 +220,10 @@ def test_quickstart_sigint_mid_pretraining_then_the_same_command_continues_it(tm
     (runs/mlflow.db under the working directory), the stopped ones continued, not logged twice."""
     out = tmp_path / "qs"
     where = {"cwd": tmp_path, "env": {k: v for k, v in os.environ.items() if k != "FDSL_TRACKING"}}
+    # a checkpoint Ray's snapshot lists: a folder alone may be cut short, and the run then restarts at 0
     code, err, took = interrupt(["quickstart", "--out", str(out)], signal.SIGINT,
                                 lambda: newest_checkpoint_step(out / "pretrain") is not None, timeout=900,
-                                **where)  # a checkpoint Ray's snapshot lists: its folder alone is not one yet
+                                **where)
     line = stopped_line(err, "quickstart", "SIGINT")
     assert code == 130 and took < 30 and line.endswith(f"continue with: fdsl quickstart --out {out}"), line
     done = continue_with(line, **where)
